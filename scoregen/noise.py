@@ -1,0 +1,102 @@
+"""Per-sample, batch-independent Gaussian noise from a counter-based generator.
+
+Sample ``k`` of a run owns a 64-bit seed; its ``j``-th noise draw is a pure function of
+``(seed_k, j, element index)``, built from the SplitMix64 mixer (Steele et al. 2014,
+"Fast splittable pseudorandom number generators") and the Box-Muller transform. So sample
+``k`` is identical whether it is drawn alone or in a batch of 1024, on CPU or GPU, and no
+generator state is shared between samples (the habit of EDM's ``StackedRandomGenerator``,
+without one generator object per sample).
+
+All arithmetic is on int64 tensors: multiplication wraps modulo 2^64 and logical right
+shifts are emulated with a mask, which reproduces unsigned SplitMix64 bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _signed(u: int) -> int:
+    """A uint64 constant as the int64 with the same bits."""
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+_GAMMA = _signed(0x9E3779B97F4A7C15)
+_M1 = _signed(0xBF58476D1CE4E5B9)
+_M2 = _signed(0x94D049BB133111EB)
+
+
+def _shr(z: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bits."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(z: Tensor) -> Tensor:
+    """The SplitMix64 finaliser applied to ``z + gamma`` (int64 tensor in, int64 out)."""
+    z = z + _GAMMA
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+def _uniform(bits: Tensor) -> Tensor:
+    """Top 53 bits of an int64 as a float64 in ``(0, 1]``."""
+    return (_shr(bits, 11).to(torch.float64) + 1.0) * (1.0 / (1 << 53))
+
+
+class NoiseSource:
+    """Standard normal draws ``(B, *shape)``; sample ``k``'s values depend only on ``seeds[k]``.
+
+    ``noise.draw(j)`` is the ``j``-th draw (a pure function); calling ``noise()`` returns
+    the next draw, starting at ``first_draw``. ``sample()`` uses draw 0 for ``x_T``.
+    """
+
+    def __init__(
+        self,
+        seeds: Tensor,
+        shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        first_draw: int = 0,
+    ) -> None:
+        seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
+        if seeds.ndim != 1:
+            raise ValueError(f"seeds must be a 1-D tensor of integers, got shape {seeds.shape}")
+        self.seeds = seeds
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.device = seeds.device
+        self.count = first_draw
+        self._keys = splitmix64(splitmix64(seeds))
+        n = math.prod(self.shape)
+        self._pairs = (n + 1) // 2
+        self._n = n
+        self._counter = torch.arange(2 * self._pairs, dtype=torch.int64, device=self.device)
+
+    @property
+    def batch_size(self) -> int:
+        return self.seeds.shape[0]
+
+    def draw(self, j: int) -> Tensor:
+        """The ``j``-th standard normal draw, ``(B, *shape)``."""
+        stream = splitmix64(self._keys ^ splitmix64(torch.tensor(j, dtype=torch.int64,
+                                                                 device=self.device)))
+        bits = splitmix64(stream[:, None] + self._counter * _GAMMA)  # (B, 2P)
+        u = _uniform(bits).view(-1, self._pairs, 2)
+        radius = torch.sqrt(-2.0 * torch.log(u[..., 0]))
+        angle = (2 * math.pi) * u[..., 1]
+        z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+        return z[:, : self._n].reshape(self.batch_size, *self.shape).to(self.dtype)
+
+    def __call__(self) -> Tensor:
+        z = self.draw(self.count)
+        self.count += 1
+        return z
+
+
+def seeds_for(batch: int, seed: int = 0, device: torch.device | str | None = None) -> Tensor:
+    """Seeds ``seed, seed + 1, ..., seed + batch - 1``: sample ``k`` of a run gets ``seed + k``."""
+    return torch.arange(seed, seed + batch, dtype=torch.int64, device=device)

@@ -1,0 +1,8 @@
+"""The registry of SDE classes (filled by ``@register("name")``)."""
+
+from __future__ import annotations
+
+from scoregen.registry import Registry
+
+SDES: Registry[type] = Registry("SDE")
+register = SDES.register
