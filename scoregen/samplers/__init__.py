@@ -1,16 +1,23 @@
 """Registered samplers: ``scoregen.samplers.list()``, ``get(name)``, ``meta(name)``.
 
-Each sampler is one module here; importing this package registers them all. See
-``docs/adding-a-sampler.md`` and :mod:`scoregen.samplers.registry` for the contract.
+Each sampler is one module in this package; importing the package imports every module
+in it (so a new file registers itself with no edit here). See ``docs/adding-a-sampler.md``
+and :mod:`scoregen.samplers.registry` for the contract.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
-from scoregen.samplers import ddim  # noqa: F401  (registers)
 from scoregen.samplers.grid import SPACINGS, check_grid, time_grid
 from scoregen.samplers.registry import SAMPLERS, register
+
+_INFRASTRUCTURE = {"grid", "registry"}
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name not in _INFRASTRUCTURE and not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 
 def get(name: str) -> Any:
