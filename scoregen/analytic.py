@@ -136,7 +136,9 @@ class GaussianMixture:
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         return sde.marginal_params(t)
 
-    def log_prob(self, x: Tensor, sde: SDE | None = None, t: Tensor | float | None = None) -> Tensor:
+    def log_prob(
+        self, x: Tensor, sde: SDE | None = None, t: Tensor | float | None = None
+    ) -> Tensor:
         """``log p_t(x)`` under ``sde`` at ``t`` (data density if ``sde`` is None): ``(B,)``."""
         alpha, sigma = self._coefs(sde, t, x)
         *_, log_joint = self._per_component(x, alpha, sigma)

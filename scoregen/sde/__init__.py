@@ -13,7 +13,7 @@ from scoregen.sde.linear import LinearSDE
 from scoregen.sde.registry import SDES, register
 from scoregen.sde.subvp import SubVPSDE
 from scoregen.sde.ve import VESDE
-from scoregen.sde.vp import CosineVPSDE, VariancePreserving, VPSDE
+from scoregen.sde.vp import VPSDE, CosineVPSDE, VariancePreserving
 
 
 def get(name: str, **kwargs: Any) -> SDE:

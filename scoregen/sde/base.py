@@ -174,7 +174,8 @@ class SDE:
         """``log N(x; 0, prior_std^2 I)`` summed over all but the batch dimension: ``(B,)``."""
         s = self.prior_std()
         d = x[0].numel()
-        return -0.5 * (x**2).flatten(1).sum(1) / s**2 - d * (math.log(s) + 0.5 * math.log(2 * math.pi))
+        log_norm = d * (math.log(s) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * (x**2).flatten(1).sum(1) / s**2 - log_norm
 
     # -- reverse-time dynamics given a score -----------------------------------------------------
     def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
@@ -213,7 +214,10 @@ def _time_derivative(fn, t: Tensor) -> Tensor:
     """Elementwise ``d fn(t) / dt`` by autograd; works under ``no_grad`` and inference mode."""
     with torch.inference_mode(False), torch.enable_grad():
         tt = t.detach().clone().requires_grad_(True)
-        (d,) = torch.autograd.grad(fn(tt).sum(), tt)
+        y = fn(tt)
+        if not y.requires_grad:  # constant in t (e.g. alpha = 1 for VE)
+            return torch.zeros_like(t)
+        (d,) = torch.autograd.grad(y.sum(), tt, allow_unused=True, materialize_grads=True)
     return d.detach()
 
 
