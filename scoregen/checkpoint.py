@@ -1,0 +1,260 @@
+"""Checkpoints: safetensors weights + a JSON description, written atomically, loaded safely.
+
+A run folder looks like::
+
+    RUN/config.yaml                      the validated run config
+    RUN/log.csv                          step, loss, lr, examples_per_s, seconds
+    RUN/samples/step_000500.png          sample plots during and after training
+    RUN/checkpoints/LATEST               name of the newest checkpoint
+    RUN/checkpoints/step_000500/weights.safetensors
+    RUN/checkpoints/step_000500/checkpoint.json
+
+``weights.safetensors`` holds every tensor: ``model.*`` (raw weights), ``ema.*`` (EMA
+weights), ``optim.<param>.<name>`` (optimizer state) and ``rng.<name>`` (random generator
+states as uint8 tensors). ``checkpoint.json`` holds the rest: model config (network, SDE,
+prediction), the run config, the training step, the optimizer's param groups and scalar
+state, versions of scoregen and torch, and the size and SHA-256 of the weights file.
+
+A checkpoint is written in a temporary folder and moved into place with ``os.replace``, so a
+crash never leaves a half-written checkpoint under its final name; ``LATEST`` is replaced the
+same way. Loading never unpickles: safetensors and JSON only. A truncated or altered file
+gives a :class:`CheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+WEIGHTS = "weights.safetensors"
+META = "checkpoint.json"
+LATEST = "LATEST"
+FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, truncated or corrupt; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its folder, the JSON metadata and all tensors (on the CPU)."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, Tensor]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    def group(self, prefix: str) -> dict[str, Tensor]:
+        """Tensors under ``prefix.`` with the prefix removed."""
+        n = len(prefix) + 1
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+# -- writing -------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state as tensors ``optim.<param>.<name>`` plus JSON for everything else."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(
+    root: str | Path,
+    step: int,
+    model: nn.Module,
+    *,
+    ema: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: dict[str, Tensor] | None = None,
+    run_config: dict[str, Any] | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write ``root/step_XXXXXX`` atomically, point ``root/LATEST`` at it, keep the newest
+    ``keep`` checkpoints. ``model`` (and ``ema``) must have a ``config()`` method
+    (:class:`~scoregen.models.ScoreModel`). Returns the checkpoint folder."""
+    import scoregen
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:06d}"
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous()
+                        for k, v in ema.state_dict().items()})
+    optim_meta = None
+    if optimizer is not None:
+        opt_tensors, optim_meta = _flatten_optimizer(optimizer)
+        tensors.update(opt_tensors)
+    tensors.update({f"rng.{k}": v.detach().cpu().contiguous() for k, v in (rng or {}).items()})
+
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / WEIGHTS))
+    meta = {
+        "format": FORMAT,
+        "step": int(step),
+        "model": model.config(),
+        "has_ema": ema is not None,
+        "optimizer": optim_meta,
+        "run_config": run_config,
+        "versions": {"scoregen": scoregen.__version__, "torch": torch.__version__},
+        "files": {WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size,
+                            "sha256": _sha256(tmp / WEIGHTS)}},
+    }
+    _write_text(tmp / META, json.dumps(meta, indent=1))
+    final = root / name
+    if final.exists():
+        trash = root / f".old-{name}-{os.getpid()}"
+        os.replace(final, trash)
+        shutil.rmtree(trash)
+    os.replace(tmp, final)
+    _write_text(root / LATEST, name + "\n")
+    if keep is not None:
+        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old)
+    return final
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# -- reading -------------------------------------------------------------------------------------
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder for a run folder, a checkpoints folder, a checkpoint folder or
+    one of its files."""
+    path = Path(path)
+    if path.is_file() and path.name in (META, WEIGHTS):
+        return path.parent
+    for root in (path / "checkpoints", path):
+        latest = root / LATEST
+        if latest.is_file():
+            target = root / latest.read_text().strip()
+            if not (target / META).is_file():
+                raise CheckpointError(f"{latest} points at {target}, which is not a checkpoint")
+            return target
+    if (path / META).is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no such run or checkpoint: {path}")
+    raise CheckpointError(f"{path} holds no checkpoint (expected {META}, or "
+                          f"checkpoints/{LATEST} in a run folder)")
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and verify a checkpoint (metadata, weights size and SHA-256, tensors)."""
+    folder = find_checkpoint(path)
+    meta_file, weights_file = folder / META, folder / WEIGHTS
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"corrupt checkpoint metadata {meta_file}: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        raise CheckpointError(f"{meta_file} is not a scoregen checkpoint (format {FORMAT})")
+    if not weights_file.is_file():
+        raise CheckpointError(f"checkpoint weights {weights_file} are missing")
+    expected = meta.get("files", {}).get(WEIGHTS, {})
+    size = weights_file.stat().st_size
+    if "bytes" in expected and size != expected["bytes"]:
+        raise CheckpointError(f"checkpoint weights {weights_file} are truncated or altered: "
+                              f"{size} bytes, expected {expected['bytes']}")
+    if "sha256" in expected and _sha256(weights_file) != expected["sha256"]:
+        raise CheckpointError(f"checkpoint weights {weights_file} are corrupt "
+                              "(SHA-256 does not match checkpoint.json)")
+    try:
+        tensors = load_file(str(weights_file), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint weights {weights_file}: {err}") from None
+    return Checkpoint(folder, meta, tensors)
+
+
+def load_model(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"):
+    """The :class:`~scoregen.models.ScoreModel` of a run or checkpoint, in eval mode.
+
+    ``ema=True`` (default) loads the EMA weights when the checkpoint has them.
+    """
+    from scoregen.models import build_model
+
+    ckpt = read_checkpoint(path)
+    try:
+        model = build_model(ckpt.meta["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path / META}: cannot rebuild the model: {err}") from None
+    prefix = "ema" if ema and ckpt.meta.get("has_ema") else "model"
+    load_state(model, ckpt.group(prefix), ckpt.path / WEIGHTS)
+    return model.to(device).eval()
+
+
+def load_state(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:
+    """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming ``source``."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{source} does not match the model: {err}") from None
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> None:
+    """Inverse of the optimizer flattening in :func:`save_checkpoint`."""
+    meta = ckpt.meta.get("optimizer")
+    if meta is None:
+        raise CheckpointError(f"{ckpt.path / META} has no optimizer state to resume from")
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in ckpt.group("optim").items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
+              for g in meta["param_groups"]]
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{ckpt.path}: optimizer state does not match: {err}") from None
+
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "find_checkpoint",
+    "load_model",
+    "load_state",
+    "read_checkpoint",
+    "restore_optimizer",
+    "save_checkpoint",
+]

@@ -1,0 +1,87 @@
+"""The ``scoregen`` command line: ``scoregen <command> [options]``.
+
+Every module ``scoregen/commands/<name>.py`` is a subcommand, found with ``pkgutil``: it
+exposes ``add_arguments(parser)`` and ``run(args) -> int``, and the first line of its
+docstring is the command's help. A new command is a new file; nothing here changes.
+Expected failures (bad config, missing data, corrupt checkpoint, diverged training) print
+one ``error:`` line and return 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+import scoregen
+from scoregen import commands
+
+
+def discover_commands() -> dict[str, ModuleType]:
+    """``{name: module}`` for every command module in :mod:`scoregen.commands`.
+
+    A module that fails to import is skipped with a warning on stderr, so one broken
+    command never takes the others down.
+    """
+    found: dict[str, ModuleType] = {}
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        try:
+            module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        except Exception as err:
+            print(f"scoregen: warning: command {info.name!r} failed to load: {err}",
+                  file=sys.stderr)
+            continue
+        if hasattr(module, "add_arguments") and hasattr(module, "run"):
+            found[info.name.replace("_", "-")] = module
+    return found
+
+
+def _help_line(module: ModuleType) -> str:
+    doc = (module.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per discovered command."""
+    parser = argparse.ArgumentParser(
+        prog="scoregen",
+        description="Score-based diffusion models: train, sample, evaluate, compare.",
+    )
+    parser.add_argument("--version", action="version", version=f"scoregen {scoregen.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in discover_commands().items():
+        p = sub.add_parser(name, help=_help_line(module), description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from scoregen.training import TrainingDivergedError
+
+    return (ValueError, KeyError, FileNotFoundError, TrainingDivergedError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``scoregen`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except _expected_errors() as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"scoregen {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""List registered SDEs, samplers, networks, datasets and mixture presets."""
+
+from __future__ import annotations
+
+import argparse
+
+SECTIONS = ("sdes", "samplers", "networks", "datasets", "presets", "weightings")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", nargs="?", choices=SECTIONS, help="show only this registry")
+
+
+def _first_line(obj: object) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _rows(what: str) -> list[tuple[str, str]]:
+    if what == "sdes":
+        from scoregen.sde import SDES
+
+        return [(n, _first_line(SDES.get(n))) for n in SDES.list()]
+    if what == "samplers":
+        from scoregen.samplers import SAMPLERS
+
+        rows = []
+        for n in SAMPLERS.list():
+            m = SAMPLERS.meta(n)
+            kind = "stochastic" if m.get("stochastic") else "deterministic"
+            nfe = m.get("nfe_per_step")
+            rows.append((n, f"order {m.get('order')}, {kind}, "
+                            f"{'adaptive' if nfe is None else f'{nfe} NFE/step'}"))
+        return rows
+    if what == "networks":
+        from scoregen.models import NETWORKS
+
+        return [(n, f"[{NETWORKS.meta(n).get('kind', '')}] {_first_line(NETWORKS.get(n))}")
+                for n in NETWORKS.list()]
+    if what == "datasets":
+        from scoregen.data import DATASETS, describe
+
+        return [(n, f"[{DATASETS.meta(n)['kind']}] {describe(n)}") for n in DATASETS.list()]
+    if what == "presets":
+        from scoregen.analytic import PRESETS
+
+        return [(n, _first_line(PRESETS.get(n))) for n in PRESETS.list()]
+    from scoregen.losses import WEIGHTINGS
+
+    return [(n, _first_line(WEIGHTINGS.get(n))) for n in WEIGHTINGS.list()]
+
+
+def run(args: argparse.Namespace) -> int:
+    for what in [args.what] if args.what else SECTIONS:
+        rows = _rows(what)
+        print(f"{what}:")
+        width = max((len(n) for n, _ in rows), default=0)
+        for name, text in rows:
+            print(f"  {name:<{width}}  {text}".rstrip())
+    return 0

@@ -1,0 +1,374 @@
+"""Typed run configuration: ``data``, ``sde``, ``model``, ``loss``, ``train``, ``sample``.
+
+A config file (YAML, TOML or JSON) holds up to these six sections; every key is checked
+against a dataclass here, and registry-specific keys (an SDE's ``beta_max``, a network's
+``width``, a dataset's ``root``, a sampler's ``eta``) against the registered constructor's
+signature. Errors name the key: ``train.lr: must be > 0``, ``unknown key 'trian' in
+config (did you mean 'train'?)``.
+
+Overrides use dotted keys, ``apply_overrides(raw, ["train.steps=200", "sde.name=ve"])``,
+values parsed as YAML. Float fields also accept strings such as ``1e-3`` (YAML 1.1 reads
+those as strings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import inspect
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """``name``: a dataset of ``scoregen.data.DATASETS``; other keys are its options."""
+
+    name: str = "8gaussians"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SDEConfig:
+    """``name``: an SDE of ``scoregen.sde.list()``; other keys are its constructor arguments."""
+
+    name: str = "vp"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """``network`` of ``scoregen.models.NETWORKS``, ``prediction`` (eps, x0, v, edm),
+    ``sigma_data``; other keys are the network's options."""
+
+    network: str = "mlp"
+    prediction: str = "eps"
+    sigma_data: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """See :mod:`scoregen.losses`: ``kind`` (auto, dsm, ddpm), ``weighting`` (sigma2,
+    likelihood, edm), ``t_sampling`` (uniform, importance, lognormal), EDM's ``p_mean``,
+    ``p_std``."""
+
+    kind: str = "auto"
+    weighting: str = "sigma2"
+    t_sampling: str = "uniform"
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass
+class TrainConfig:
+    """See :class:`scoregen.training.TrainOptions` (same names) plus ``out``, the run folder."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    sample_every: int = 1000
+    keep_checkpoints: int = 3
+    out: str = "runs/default"
+
+
+@dataclass
+class SampleConfig:
+    """Sampling for plots and ``scoregen sample`` defaults: ``sampler``, ``steps``, ``n``,
+    ``spacing``, ``seed``; other keys are the sampler's options (e.g. ``eta``)."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    n: int = 64
+    spacing: str = "uniform"
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    sde: SDEConfig = field(default_factory=SDEConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (``options`` merged into their section); :func:`parse_config`
+        inverts it."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            section = dataclasses.asdict(getattr(self, f.name))
+            options = section.pop("options", {})
+            out[f.name] = {**section, **options}
+        return out
+
+
+# -- value rules: (section, key) -> (predicate, message) ---------------------------------------
+def _choice(*names: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in names), f"must be one of {', '.join(names)}"
+
+
+_POSITIVE = (lambda v: v > 0), "must be > 0"
+_NONNEG = (lambda v: v >= 0), "must be >= 0"
+RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("model", "prediction"): _choice("eps", "x0", "v", "edm"),
+    ("model", "sigma_data"): _POSITIVE,
+    ("loss", "kind"): _choice("auto", "dsm", "ddpm"),
+    ("loss", "t_sampling"): _choice("uniform", "importance", "lognormal"),
+    ("loss", "p_std"): _POSITIVE,
+    ("train", "steps"): _POSITIVE,
+    ("train", "batch_size"): _POSITIVE,
+    ("train", "lr"): _POSITIVE,
+    ("train", "weight_decay"): _NONNEG,
+    ("train", "warmup"): _NONNEG,
+    ("train", "grad_clip"): _NONNEG,
+    ("train", "ema_decay"): ((lambda v: 0 <= v < 1), "must lie in [0, 1)"),
+    ("train", "precision"): _choice("auto", "fp32", "bf16"),
+    ("train", "threads"): _NONNEG,
+    ("train", "log_every"): _POSITIVE,
+    ("train", "ckpt_every"): _NONNEG,
+    ("train", "sample_every"): _NONNEG,
+    ("train", "keep_checkpoints"): _POSITIVE,
+    ("sample", "steps"): _POSITIVE,
+    ("sample", "n"): _POSITIVE,
+    ("sample", "spacing"): _choice("uniform", "quadratic", "logsnr", "edm"),
+}
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(where: str, value: Any, typ: Any) -> Any:
+    """Check ``value`` against a simple type hint (str, int, float, bool, X | None, dict)."""
+    origin = get_origin(typ)
+    if origin in (Union, UnionType):
+        args = get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        typ = next(a for a in args if a is not type(None))
+        origin = get_origin(typ)
+    if typ is float:
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+            return float(value)
+        raise ConfigError(f"{where}: must be a number, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: must be an integer, got {value!r}")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def _section_options(section: str, obj: Any) -> tuple[str, dict[str, Any]] | None:
+    """(what, known options) for sections whose extra keys go to a registered object."""
+    if section == "data":
+        from scoregen.data import dataset_options
+
+        return f"dataset {obj.name!r}", dataset_options(obj.name)
+    if section == "sde":
+        from scoregen.sde import SDES
+
+        params = inspect.signature(SDES.get(obj.name).__init__).parameters
+        return f"SDE {obj.name!r}", {k: p.default for k, p in params.items() if k != "self"}
+    if section == "model":
+        from scoregen.models import network_options
+
+        return f"network {obj.network!r}", network_options(obj.network)
+    if section == "sample":
+        from scoregen.samplers import get
+
+        params = inspect.signature(get(obj.sampler)).parameters
+        return f"sampler {obj.sampler!r}", {
+            k: p.default for k, p in params.items()
+            if p.kind is p.KEYWORD_ONLY and k not in ("noise", "callback")
+        }
+    return None
+
+
+def _parse_section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: must be a mapping of keys to values, got {raw!r}")
+    hints = get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    values = {k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in raw.items() if k in fields}
+    extra = {k: v for k, v in raw.items() if k not in fields}
+    obj = cls(**values)
+    for key, value in values.items():
+        rule = RULES.get((name, key))
+        if rule and not rule[0](value):
+            raise ConfigError(f"{name}.{key}: {rule[1]}, got {value!r}")
+    if "options" not in hints:
+        if extra:
+            key = next(iter(extra))
+            raise ConfigError(f"unknown key {key!r} in {name}{_did_you_mean(key, fields)}; "
+                              f"known: {', '.join(fields)}")
+        return obj
+    try:
+        what, known = _section_options(name, obj)
+    except KeyError as err:
+        raise ConfigError(f"{name}: {err.args[0]}") from None
+    for key in extra:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r} in {name}{_did_you_mean(key, [*fields, *known])}; "
+                f"{name} keys: {', '.join(fields)}; {what} options: "
+                f"{', '.join(known) or '(none)'}"
+            )
+    obj.options = dict(extra)
+    return obj
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Validate a nested dict into a :class:`Config` (errors name the offending key)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping with sections, got {type(raw).__name__}")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    hints = get_type_hints(Config)
+    for key in raw:
+        if key not in sections:
+            raise ConfigError(f"unknown key {key!r} in config{_did_you_mean(key, sections)}; "
+                              f"sections: {', '.join(sections)}")
+    cfg = Config(**{k: _parse_section(k, hints[k], raw.get(k)) for k in sections})
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    """Cross-section checks that need the registries (SDE arguments, weighting names)."""
+    from scoregen.losses import WEIGHTINGS
+    from scoregen.sde import get
+
+    try:
+        get(cfg.sde.name, **cfg.sde.options)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(f"sde: {err.args[0] if err.args else err}") from None
+    if cfg.loss.weighting not in WEIGHTINGS:
+        raise ConfigError(f"loss.weighting: must be one of {', '.join(WEIGHTINGS.list())}, "
+                          f"got {cfg.loss.weighting!r}")
+    if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith(("cuda", "mps")):
+        raise ConfigError(f"train.device: must be auto, cpu, cuda[:N] or mps, "
+                          f"got {cfg.train.device!r}")
+
+
+def _toml() -> Any:
+    """``tomllib`` (Python >= 3.11) or its backport ``tomli``."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError("reading TOML needs Python >= 3.11 or `pip install tomli`; "
+                              "or use a YAML/JSON config") from None
+    return tomllib
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            raw = _toml().loads(text)
+        elif path.suffix == ".json":
+            raw = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"{path}: unknown config format {path.suffix!r}; "
+                              "use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot parse: {err}") from None
+    return {} if raw is None else raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r} must look like section.key=value, "
+                              "e.g. train.steps=200")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read ``path`` (or start from defaults), apply ``overrides``, validate."""
+    raw = read_file(path) if path is not None else {}
+    return parse_config(apply_overrides(raw, overrides))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (round-trips through :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "SDEConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+    "read_file",
+    "save_config",
+]

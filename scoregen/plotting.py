@@ -1,0 +1,70 @@
+"""Sample plots: a scatter for 2-D data, a grid for images (matplotlib, Agg backend).
+
+Values are expected in ``[-1, 1]`` (the data convention of :mod:`scoregen.data`); images
+are clipped to it and shown as ``(x + 1) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import Tensor
+
+
+def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile images ``(B, C, H, W)`` in ``[-1, 1]`` into one ``(rows*(H+pad), ...)`` array in
+    ``[0, 1]`` (``(..., 3)`` for RGB, 2-D for grey)."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    B, C, H, W = x.shape
+    ncol = ncol or math.ceil(math.sqrt(B))
+    nrow = math.ceil(B / ncol)
+    grid = np.ones((C, nrow * (H + pad) + pad, ncol * (W + pad) + pad), dtype=np.float32)
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        grid[:, top:top + H, left:left + W] = x[i]
+    return grid[0] if C == 1 else grid[:3].transpose(1, 2, 0)
+
+
+def save_samples(x: Tensor, path: str | Path, title: str | None = None,
+                 reference: Tensor | None = None) -> Path:
+    """Write a PNG of samples ``x``: scatter for ``(B, 2)``, grid for ``(B, C, H, W)``.
+
+    ``reference`` (2-D only): real data drawn faintly behind the samples.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if x.ndim == 2 and x.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if reference is not None:
+            r = reference.detach().float().cpu().numpy()
+            ax.scatter(r[:, 0], r[:, 1], s=2, c="0.8", label="data")
+        pts = x.detach().float().cpu().numpy()
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, c="C0", label="samples")
+        lim = max(1.1, float(np.abs(pts).max()) * 1.05) if len(pts) else 1.1
+        lim = min(lim, 3.0)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        if reference is not None:
+            ax.legend(loc="upper right", markerscale=4)
+    elif x.ndim == 4:
+        grid = image_grid(x)
+        fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.axis("off")
+    else:
+        raise ValueError(f"can plot (B, 2) points or (B, C, H, W) images, got {tuple(x.shape)}")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,376 @@
+"""Training: one readable loop (in the spirit of nanoGPT's ``train.py``) and its options.
+
+Each step::
+
+    lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
+    x0    = data[randint(N, (B,))]                                 minibatch, with replacement
+    loss  = loss_fn(model, x0, generator)                          DSM / DDPM (scoregen.losses)
+    AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
+    ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
+
+Every random draw of training (batch indices, ``t``, ``eps``) comes from one CPU
+``torch.Generator`` seeded with ``seed``; its state goes into checkpoints, so a resumed run
+equals an uninterrupted one bit for bit (given deterministic kernels, e.g. on the CPU).
+The LR schedule depends on the step only, so it is the same whatever ``steps`` a run is
+given. A NaN or infinite loss stops training with :class:`TrainingDivergedError`; checkpoints
+written before it are kept. Mixed precision: bf16 autocast on CUDA when ``precision`` is
+``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when available.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from scoregen.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_state,
+    read_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from scoregen.models import ScoreModel
+
+LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+@dataclass
+class TrainOptions:
+    """Trainer options (the ``train`` config section without ``out``).
+
+    Attributes:
+        steps: optimizer steps in total (a resumed run continues up to it).
+        batch_size, lr, weight_decay: minibatch size and AdamW parameters.
+        warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
+        ema_decay: EMA decay of the weights used for sampling.
+        seed: seeds the model init (in :func:`build_trainer`) and the training generator.
+        device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
+        precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
+            ``bf16``.
+        threads: CPU threads for torch (0 = leave torch's default).
+        log_every, ckpt_every, sample_every: intervals in steps (0 = only at the end).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        progress: show a tqdm bar.
+    """
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+    sample_every: int = 1000
+    keep_checkpoints: int = 3
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or ``None`` for full fp32."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` leaves behind."""
+
+    step: int
+    loss: float
+    seconds: float
+    examples_per_s: float
+    checkpoint: Path | None
+
+
+class Trainer:
+    """Trains a :class:`ScoreModel` on a data tensor ``(N, *D)`` with ``loss_fn``.
+
+    Args:
+        model: the model to train (moved to the chosen device).
+        data: training data in ``[-1, 1]``.
+        loss_fn: ``loss_fn(model, x0, generator) -> scalar`` (:func:`scoregen.losses.loss_for`).
+        options: :class:`TrainOptions`.
+        out_dir: run folder for checkpoints, ``log.csv`` and plots (``None``: write nothing).
+        run_config: stored in checkpoints (the validated config as a dict).
+        sample_fn: ``sample_fn(ema_model, step)`` called every ``sample_every`` steps and at
+            the end (e.g. :func:`make_sample_fn`).
+    """
+
+    def __init__(
+        self,
+        model: ScoreModel,
+        data: Tensor,
+        loss_fn: Callable[..., Tensor],
+        options: TrainOptions | None = None,
+        out_dir: str | Path | None = None,
+        run_config: dict[str, Any] | None = None,
+        sample_fn: Callable[[ScoreModel, int], Any] | None = None,
+    ) -> None:
+        self.opt = options or TrainOptions()
+        if self.opt.threads:
+            torch.set_num_threads(self.opt.threads)
+        self.device = resolve_device(self.opt.device)
+        self.amp_dtype = resolve_precision(self.opt.precision, self.device)
+        self.model = model.to(self.device).train()
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.data = data.to(self.device)
+        self.loss_fn = loss_fn
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.opt.lr,
+                                           weight_decay=self.opt.weight_decay)
+        self.generator = torch.Generator().manual_seed(self.opt.seed)
+        self.step = 0
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_config = run_config
+        self.sample_fn = sample_fn
+        self.last_checkpoint: Path | None = None
+
+    # -- pieces of the loop ------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up over ``warmup`` steps, then constant."""
+        if self.opt.warmup <= 0:
+            return self.opt.lr
+        return self.opt.lr * min(1.0, (step + 1) / self.opt.warmup)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = min(self.opt.ema_decay, (1 + self.step) / (10 + self.step))
+        for p_ema, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - decay)
+        for b_ema, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def batch(self) -> Tensor:
+        idx = torch.randint(len(self.data), (self.opt.batch_size,), generator=self.generator)
+        return self.data[idx.to(self.device)]
+
+    def train_step(self) -> float:
+        """One optimizer step; returns the loss (raises :class:`TrainingDivergedError`)."""
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x0 = self.batch()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            loss = self.loss_fn(self.model, x0, self.generator)
+        value = float(loss.detach())
+        if not torch.isfinite(loss):
+            self._diverged(value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.opt.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
+            if not torch.isfinite(norm):
+                self._diverged(value, what="gradient norm")
+        self.optimizer.step()
+        self.step += 1
+        self.update_ema()
+        return value
+
+    def _diverged(self, value: float, what: str = "loss") -> None:
+        last = (f"the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint else "no checkpoint was written yet")
+        raise TrainingDivergedError(
+            f"training stopped at step {self.step + 1}: the {what} became {value} "
+            f"(NaN/Inf); {last}. Lower train.lr, keep train.grad_clip > 0, or check the data "
+            "for NaN/Inf values."
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def rng_state(self) -> dict[str, Tensor]:
+        return {"train_generator": self.generator.get_state()}
+
+    def save(self) -> Path | None:
+        if self.out_dir is None:
+            return None
+        self.last_checkpoint = save_checkpoint(
+            self.out_dir / "checkpoints", self.step, self.model, ema=self.ema,
+            optimizer=self.optimizer, rng=self.rng_state(), run_config=self.run_config,
+            keep=self.opt.keep_checkpoints,
+        )
+        return self.last_checkpoint
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, RNG."""
+        ckpt = read_checkpoint(path)
+        weights = ckpt.path / "weights.safetensors"
+        load_state(self.model, ckpt.group("model"), weights)
+        load_state(self.ema, ckpt.group("ema") if ckpt.meta.get("has_ema")
+                   else ckpt.group("model"), weights)
+        restore_optimizer(self.optimizer, ckpt)
+        rng = ckpt.group("rng")
+        if "train_generator" not in rng:
+            raise CheckpointError(f"{weights} has no training generator state to resume from")
+        self.generator.set_state(rng["train_generator"])
+        self.step = ckpt.step
+        self.last_checkpoint = ckpt.path
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until ``options.steps``; checkpoint, log and plot along the way."""
+        opt = self.opt
+        log = _CsvLog(self.out_dir / "log.csv" if self.out_dir else None)
+        bar = tqdm(total=opt.steps, initial=self.step, desc="train", disable=not opt.progress,
+                   dynamic_ncols=True)
+        start = t_log = time.perf_counter()
+        first_step, losses, n_log, value, rate = self.step, [], 0, float("nan"), 0.0
+        try:
+            while self.step < opt.steps:
+                value = self.train_step()
+                losses.append(value)
+                n_log += opt.batch_size
+                bar.update(1)
+                if self.step % opt.log_every == 0 or self.step == opt.steps:
+                    now = time.perf_counter()
+                    rate = n_log / max(now - t_log, 1e-9)
+                    mean = sum(losses) / len(losses)
+                    log.write(self.step, mean, self.lr_at(self.step - 1), rate, now - start)
+                    bar.set_postfix(loss=f"{mean:.4f}", ex_s=f"{rate:.0f}")
+                    losses, n_log, t_log = [], 0, now
+                if _due(self.step, opt.ckpt_every, opt.steps):
+                    self.save()
+                if self.sample_fn is not None and _due(self.step, opt.sample_every, opt.steps):
+                    self.sample_fn(self.ema, self.step)
+        finally:
+            bar.close()
+            log.close()
+        if self.step == first_step:  # nothing to do (already trained to `steps`)
+            self.save()
+        seconds = time.perf_counter() - start
+        done = (self.step - first_step) * opt.batch_size
+        return TrainResult(self.step, value, seconds, done / max(seconds, 1e-9),
+                           self.last_checkpoint)
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+class _CsvLog:
+    """Appends rows of :data:`LOG_FIELDS` to ``log.csv`` (header written once)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.fh = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists()
+            self.fh = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
+            self.writer = csv.writer(self.fh)
+            if new:
+                self.writer.writerow(LOG_FIELDS)
+
+    def write(self, step: int, loss: float, lr: float, rate: float, seconds: float) -> None:
+        if self.fh is not None:
+            self.writer.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{rate:.1f}",
+                                  f"{seconds:.3f}"])
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# -- building a run from a config ---------------------------------------------------------------
+def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
+                   device: torch.device | str = "cpu") -> Callable[[ScoreModel, int], Path]:
+    """``fn(model, step)`` that samples with ``cfg.sample`` and writes
+    ``out_dir/samples/step_XXXXXX.png``."""
+    from scoregen.plotting import save_samples
+    from scoregen.sampling import sample
+
+    def fn(model: ScoreModel, step: int) -> Path:
+        shape = (cfg.sample.n, *model.network.spec["shape"])
+        res = sample(model, model.sde, shape, cfg.sample.sampler, cfg.sample.steps,
+                     spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
+                     **cfg.sample.options)
+        title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
+        return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
+                            reference=reference)
+
+    return fn
+
+
+def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
+                  resume: bool = False) -> Trainer:
+    """A :class:`Trainer` for a validated :class:`scoregen.config.Config`.
+
+    Seeds the model init with ``train.seed``, writes ``out_dir/config.yaml``, and resumes
+    from ``out_dir``'s latest checkpoint when ``resume`` is set and one exists.
+    """
+    from scoregen.config import save_config
+    from scoregen.data import load_dataset
+    from scoregen.losses import loss_for
+    from scoregen.models import build_network
+    from scoregen.sde import get as get_sde
+
+    out = Path(out_dir if out_dir is not None else cfg.train.out)
+    data = load_dataset(cfg.data.name, "train", **cfg.data.options)
+    sde = get_sde(cfg.sde.name, **cfg.sde.options)
+    torch.manual_seed(cfg.train.seed)
+    net = build_network(cfg.model.network, tuple(data.shape[1:]), **cfg.model.options)
+    model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
+    loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
+                    cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
+    options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
+    device = resolve_device(options.device)
+    reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
+    trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
+                      make_sample_fn(cfg, out, reference, device))
+    if resume:
+        try:
+            trainer.resume(find_checkpoint(out))
+        except FileNotFoundError:
+            pass  # nothing to resume: start fresh
+        except CheckpointError as err:
+            if "holds no checkpoint" not in str(err):
+                raise
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    return trainer
+
+
+__all__ = [
+    "LOG_FIELDS",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "build_trainer",
+    "make_sample_fn",
+    "resolve_device",
+    "resolve_precision",
+]
