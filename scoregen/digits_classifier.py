@@ -1,0 +1,206 @@
+"""A small CNN classifier for scikit-learn's 8x8 digits: features for sample-quality metrics.
+
+The classifier plays the role the Inception network plays for FID (Heusel et al. 2017):
+its penultimate activations (``FEATURES = 64`` values after a ReLU) are the feature space
+of :func:`scoregen.metrics.frechet_distance`, and its softmax gives a confidence and a
+predicted-class histogram for the diversity of generated digits.
+
+It is trained by this module on the fixed ``train`` split of :mod:`scoregen.data.digits`
+(1500 images, pixels ``v in 0..16`` mapped to ``v/8 - 1``) on first use, in seconds on a
+CPU, and cached as safetensors in ``$SCOREGEN_CACHE`` (default ``~/.cache/scoregen``).
+Nothing is downloaded. ``experiments/train_digits_classifier.py`` rebuilds it and prints
+the test accuracy and the metric's reference values (``docs/metrics.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+FEATURES = 64
+CLASSES = 10
+FILENAME = "digits_classifier.safetensors"
+VERSION = "1"  # bump when the architecture or training recipe changes: old caches retrain
+_LOADED: dict[str, DigitsClassifier] = {}
+
+
+class DigitsClassifier(nn.Module):
+    """conv3x3(16) -> ReLU -> conv3x3(32) -> ReLU -> maxpool2 -> linear(64) -> ReLU -> linear(10).
+
+    Input ``(N, 1, 8, 8)`` in ``[-1, 1]``; :meth:`features` gives the ``(N, 64)``
+    penultimate activations, :meth:`forward` the ``(N, 10)`` logits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * 4 * 4, FEATURES), nn.ReLU(),
+        )
+        self.head = nn.Linear(FEATURES, CLASSES)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+def load_digits_split(split: str = "train") -> tuple[Tensor, Tensor]:
+    """Images ``(N, 1, 8, 8)`` in ``[-1, 1]`` and labels ``(N,)`` of the fixed digits split.
+
+    The split is that of :func:`scoregen.data.digits.digits` (a seed-0 permutation, the
+    first 297 images for ``test``, the other 1500 for ``train``); the images returned here
+    are identical to that dataset's (checked by the tests), plus their labels.
+    """
+    from sklearn.datasets import load_digits
+
+    from scoregen.data.digits import N_TEST
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = load_digits()
+    images = torch.as_tensor(data.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
+    labels = torch.as_tensor(data.target, dtype=torch.long)
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    idx = perm[:N_TEST] if split == "test" else perm[N_TEST:]
+    return images[idx], labels[idx]
+
+
+def train_classifier(epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
+                     seed: int = 0) -> DigitsClassifier:
+    """Train :class:`DigitsClassifier` with Adam and cross-entropy on the train split.
+
+    Fixed seed for the initialisation and the batch order; random shifts by up to one
+    pixel (zero-padded with the background value -1) augment the data.
+    """
+    x, y = load_digits_split("train")
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+        torch.manual_seed(seed)
+        net = DigitsClassifier()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(x) / batch_size))
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+            loss = nn.functional.cross_entropy(net(_shift(x[idx], g)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def _shift(x: Tensor, g: torch.Generator) -> Tensor:
+    """Translate the whole batch by a random offset in ``{-1, 0, 1}^2`` (background fill)."""
+    dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+    padded = nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
+    return padded[..., 1 + dy:9 + dy, 1 + dx:9 + dx]
+
+
+def accuracy(net: DigitsClassifier, split: str = "test") -> float:
+    """Fraction of correctly classified images of ``split``."""
+    x, y = load_digits_split(split)
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).double().mean())
+
+
+def resolve_cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else ``$SCOREGEN_CACHE``, else ``~/.cache/scoregen``."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get("SCOREGEN_CACHE", Path.home() / ".cache" / "scoregen"))
+
+
+def get_classifier(cache_dir: str | os.PathLike[str] | None = None,
+                   retrain: bool = False) -> DigitsClassifier:
+    """The trained classifier: from memory, else the safetensors cache, else trained now
+    (and saved). ``retrain=True`` trains again and overwrites the cache."""
+    from safetensors.torch import load_file, save_file
+
+    path = resolve_cache_dir(cache_dir) / FILENAME
+    key = str(path)
+    if not retrain and key in _LOADED:
+        return _LOADED[key]
+    net = None
+    if not retrain and path.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("version") == VERSION:
+            net = DigitsClassifier()
+            net.load_state_dict(load_file(str(path)))
+            net.eval()
+    if net is None:
+        net = train_classifier()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
+                  metadata={"version": VERSION, "test_accuracy": f"{accuracy(net):.4f}"})
+        tmp.replace(path)
+    _LOADED[key] = net
+    return net
+
+
+def _check_images(images: Tensor) -> Tensor:
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.shape[1:] != (1, 8, 8):
+        raise ValueError(f"digits images must have shape (N, 1, 8, 8) in [-1, 1], "
+                         f"got {tuple(images.shape)}")
+    return images
+
+
+def features(images: Tensor, classifier: DigitsClassifier | None = None) -> Tensor:
+    """Penultimate activations ``(N, 64)`` of ``images: (N, 1, 8, 8)`` in ``[-1, 1]``."""
+    net = get_classifier() if classifier is None else classifier
+    with torch.no_grad():
+        return net.features(_check_images(images))
+
+
+def digits_quality(samples: Tensor, reference: Tensor,
+                   classifier: DigitsClassifier | None = None) -> dict[str, object]:
+    """Quality of generated digits ``samples`` against real ``reference`` images.
+
+    Returns:
+        ``fd``: Fréchet distance between classifier features (squared feature units,
+        lower is better; see ``docs/metrics.md`` for its floor at these sample sizes);
+        ``confidence``: mean max-softmax probability (higher = more recognisable);
+        ``class_entropy``: entropy in nats of the predicted-class histogram (diversity,
+        at most ``log 10 = 2.303``); ``class_hist``: that histogram (10 fractions).
+    """
+    from scoregen.metrics import frechet_distance
+
+    net = get_classifier() if classifier is None else classifier
+    samples = _check_images(samples)
+    with torch.no_grad():
+        probs = net(samples).softmax(1)
+    hist = torch.bincount(probs.argmax(1), minlength=CLASSES).double() / len(samples)
+    nz = hist[hist > 0]
+    return {
+        "fd": frechet_distance(features(samples, net), features(reference, net)),
+        "confidence": float(probs.max(1).values.mean()),
+        "class_entropy": float(-(nz * nz.log()).sum()) + 0.0,  # + 0.0: no "-0.0"
+        "class_hist": [float(h) for h in hist],
+    }
+
+
+__all__ = [
+    "DigitsClassifier",
+    "accuracy",
+    "digits_quality",
+    "features",
+    "get_classifier",
+    "load_digits_split",
+    "resolve_cache_dir",
+    "train_classifier",
+]
