@@ -1,0 +1,130 @@
+"""Compare samplers (and peer libraries) by quality versus counted NFE on one problem.
+
+By default the exact Gaussian-mixture oracle (preset ring8 under VP) with every registered
+sampler at NFE budgets 5, 10, 20, 50, 100, 1000 (budgets above 100 only for one-NFE-per-step
+samplers); self-stepping samplers run at tolerances. Writes results.md, results.csv,
+results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out. Examples::
+
+    scoregen compare
+    scoregen compare --preset mix64 --samplers ddim,heun --budgets 10,20,50
+    scoregen compare --sde ddpm --peers            # with diffusers and k-diffusion
+    scoregen compare --checkpoint runs/toy2d --reference test.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+_DTYPES = {"float32": "float32", "float64": "float64"}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}"
+                                         ) from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}"
+                                         ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scoregen.compare import DEFAULT_BUDGETS, DEFAULT_TOLERANCES
+
+    src = parser.add_argument_group("problem")
+    src.add_argument("--preset", default="ring8", help="oracle mixture: ring8, mix16, mix64")
+    src.add_argument("--sde", help="SDE (oracle default: vp; for a checkpoint: re-target to it)")
+    src.add_argument("--checkpoint", help="run or checkpoint folder instead of the oracle")
+    src.add_argument("--reference", help="reference samples (.npz) for --checkpoint "
+                     "(default: the test split of the run's dataset)")
+    src.add_argument("--no-ema", action="store_true", help="use the raw weights")
+    parser.add_argument("--samplers", type=_names, help="comma-separated scoregen samplers "
+                        "(default: every registered one; `scoregen list samplers`)")
+    parser.add_argument("--peers", nargs="?", const="all", type=str,
+                        help="also run peer libraries' samplers: all, or a comma-separated list "
+                             "(e.g. diffusers/ddim,k-diffusion/euler)")
+    parser.add_argument("--budgets", type=_ints, default=list(DEFAULT_BUDGETS),
+                        help="NFE budgets (default %(default)s)")
+    parser.add_argument("--tolerances", type=_floats, default=list(DEFAULT_TOLERANCES),
+                        help="tolerances of self-stepping samplers (default %(default)s)")
+    parser.add_argument("--max-multi-nfe", type=int, default=100,
+                        help="samplers with >1 NFE per step skip budgets above this "
+                             "(0: no limit; default %(default)s)")
+    parser.add_argument("-n", type=int, default=2000, help="samples per run (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="sample k uses seed + k")
+    parser.add_argument("--spacing", default="edm",
+                        help="time grid of scoregen samplers: uniform, quadratic, logsnr, edm")
+    parser.add_argument("--opt", action="append", default=[], metavar="SAMPLER.KEY=VALUE",
+                        help="a sampler option, e.g. ddim.eta=1.0 (repeatable)")
+    parser.add_argument("--show-nfe", type=int, help="budget of the sample plot (default ~20)")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES),
+                        help="sampling precision (default: float64 oracle, float32 checkpoint)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
+    parser.add_argument("--out", default="runs/compare", help="output folder (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _options(items: list[str]) -> dict[str, dict[str, Any]]:
+    opts: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.strip().rpartition(".")
+        if not sep or not dot:
+            raise ValueError(f"--opt {item!r} must look like sampler.key=value, e.g. ddim.eta=1.0")
+        opts.setdefault(name, {})[opt] = yaml.safe_load(value)
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from scoregen import compare
+
+    if args.n < 2:
+        raise ValueError(f"-n must be at least 2 samples, got {args.n}")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.checkpoint:
+        from scoregen.training import resolve_device
+
+        problem = compare.checkpoint_problem(args.checkpoint, args.n, reference=args.reference,
+                                             sde=args.sde, ema=not args.no_ema,
+                                             device=resolve_device(args.device))
+        problem.dtype = dtype or torch.float32
+    else:
+        problem = compare.oracle_problem(args.preset, args.sde or "vp", args.n, args.seed,
+                                         dtype or torch.float64)
+        problem.device = "cpu" if args.device == "auto" else args.device
+    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
+    if args.peers:
+        from scoregen import peers
+
+        names = None if args.peers == "all" else _names(args.peers)
+        found, messages = peers.peer_methods(names, problem.sde)
+        for line in messages:
+            print(line)
+        methods += found
+    comp = compare.run_comparison(
+        problem, methods, args.budgets, args.tolerances, n=args.n, seed=args.seed,
+        max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
+        progress=not args.no_progress)
+    comp.settings["spacing"] = args.spacing
+    paths = compare.write_outputs(comp, args.out, problem.reference)
+    for line in comp.skipped:
+        print(f"skipped: {line}")
+    print(f"{len(comp.records)} runs on {problem.name}; wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0

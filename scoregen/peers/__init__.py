@@ -1,0 +1,91 @@
+"""Peer libraries' samplers run on scoregen's problems, for side-by-side comparison.
+
+Each peer sampler is registered here by name (``diffusers/ddim``, ``k-diffusion/euler``,
+...) with its library, declared NFE per step and whether it is stochastic, and runs through
+the same ``draw(model, sde, x_T, setting, seed) -> (x, counted NFE)`` signature as
+scoregen's own samplers (:class:`scoregen.compare.Method`): same start ``x_T``, same model
+(the exact oracle or a trained network), NFE counted by :class:`scoregen.param.Denoiser`.
+
+The libraries are optional (``pip install diffusers torchsde`` and ``pip install --no-deps
+k-diffusion``). Nothing is imported until a peer runs; :func:`peer_methods` returns the
+runnable peers and one line per library or sampler that cannot run, saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scoregen.compare import DrawFn, Method
+from scoregen.registry import Registry
+from scoregen.sde.base import SDE
+
+
+class PeerUnavailableError(ImportError):
+    """A peer library is missing or does not import; the message says how to install it."""
+
+
+@dataclass(frozen=True)
+class PeerSampler:
+    """A peer sampler: ``draw`` as in :class:`scoregen.compare.Method`; ``supports(sde)``
+    returns why it cannot run on ``sde`` (``None`` if it can)."""
+
+    name: str
+    library: str
+    nfe_per_step: int | None
+    stochastic: bool
+    draw: DrawFn
+    supports: Callable[[SDE], str | None]
+
+
+PEERS: Registry[PeerSampler] = Registry("peer sampler")
+LOADERS: dict[str, Callable[[], object]] = {}
+
+
+def register_peer(peer: PeerSampler) -> PeerSampler:
+    PEERS.register(peer.name)(peer)
+    return peer
+
+
+def unavailable(library: str) -> str | None:
+    """Why ``library`` cannot be used here, or ``None`` when it loads."""
+    try:
+        LOADERS[library]()
+    except PeerUnavailableError as err:
+        return str(err)
+    return None
+
+
+def list() -> list[str]:
+    """Names of all registered peer samplers (whether or not their library is installed)."""
+    return PEERS.list()
+
+
+def peer_methods(names: Sequence[str] | None, sde: SDE) -> tuple[list[Method], list[str]]:
+    """The runnable peers among ``names`` (default: all) on ``sde``, and one message per
+    library or sampler left out."""
+    methods, messages, reasons = [], [], {}
+    for name in names or list():
+        peer = PEERS.get(name)
+        if peer.library not in reasons:
+            reasons[peer.library] = unavailable(peer.library)
+            if reasons[peer.library]:
+                messages.append(f"peers: {peer.library} unavailable, running without it: "
+                                f"{reasons[peer.library]}")
+        if reasons[peer.library]:
+            continue
+        why = peer.supports(sde)
+        if why:
+            if f"{peer.library}: {why}" not in messages:
+                messages.append(f"peers: {peer.library}: {why}")
+            continue
+        methods.append(Method(peer.name, peer.library, peer.nfe_per_step, peer.stochastic,
+                              peer.draw))
+    return methods, messages
+
+
+from scoregen.peers import diffusers_schedulers, kdiffusion  # noqa: E402  (they register here)
+
+__all__ = ["PEERS", "PeerSampler", "PeerUnavailableError", "diffusers_schedulers",
+           "kdiffusion",
+           "list", "peer_methods", "register_peer", "unavailable"]
