@@ -1,0 +1,119 @@
+"""Your own images: a folder of image files or an ``.npz`` array.
+
+- Folder: every ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` file (sorted by name), read with
+  Pillow (installed with matplotlib). All must share one size and channel count.
+- ``.npz``: the array under key ``x`` (or ``images``, or the only array), laid out
+  ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` in 1, 3, 4; uint8 values
+  are ``0..255``, float values ``[0, 1]`` (or already ``[-1, 1]``).
+
+Values map to ``[-1, 1]``; samples have shape ``(C, H, W)``. ``size`` (``[H, W]``) and
+``channels`` are checked when given, with an error naming the offending file. The split is
+fixed: a permutation with seed 0 holds out ``test_fraction`` of the images for ``test``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from scoregen.data.registry import DataError, register
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("L", "RGB", "RGBA"):
+                img = img.convert("RGBA" if "A" in img.mode else "RGB")
+            arr = np.asarray(img)
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C) uint8
+
+
+def _read_folder(folder: Path) -> np.ndarray:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+    if not files:
+        raise DataError(f"no image files ({', '.join(EXTENSIONS)}) in {folder}")
+    first = _read_image(files[0])
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    for i, path in enumerate(files):
+        img = first if i == 0 else _read_image(path)
+        if img.shape != first.shape:
+            raise DataError(f"image {path} has size {img.shape[1]}x{img.shape[0]} with "
+                            f"{img.shape[2]} channel(s) but {files[0].name} has "
+                            f"{first.shape[1]}x{first.shape[0]} with {first.shape[2]}; "
+                            "all images must share one size and channel count")
+        out[i] = img
+    return out.transpose(0, 3, 1, 2)
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as data:
+        keys = list(data.keys())
+        key = next((k for k in ("x", "images") if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise DataError(f"{path}: cannot tell which array holds the images (keys {keys}); "
+                            "store them under 'x'")
+        arr = data[key]
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
+        arr = arr.transpose(0, 3, 1, 2)
+    elif not (arr.ndim == 4 and arr.shape[1] in (1, 3, 4)):
+        raise DataError(f"{path}: array {key!r} has shape {arr.shape}; expected (N, H, W), "
+                        "(N, H, W, C) or (N, C, H, W) with C in 1, 3, 4")
+    return arr
+
+
+def _to_unit_range(arr: np.ndarray, source: Path) -> Tensor:
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr.astype(np.float32)) / 255.0 * 2 - 1
+    x = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi <= 1:
+        return x * 2 - 1
+    if lo >= -1 and hi <= 1:
+        return x
+    raise DataError(f"{source}: float values span [{lo:.3g}, {hi:.3g}]; expected [0, 1] or "
+                    "[-1, 1] (or store uint8 0..255)")
+
+
+@register("images", kind="image")
+def images(
+    split: str = "train",
+    path: str = "",
+    size: list[int] | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.1,
+) -> Tensor:
+    """A folder of images or an .npz array as (C, H, W) images in [-1, 1] (data.path)."""
+    if not path:
+        raise DataError("dataset 'images' needs data.path: a folder of images or an .npz file")
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise FileNotFoundError(f"image data {source} does not exist")
+    arr = _read_folder(source) if source.is_dir() else _read_npz(source)
+    _, C, H, W = arr.shape
+    if channels is not None and channels != C:
+        raise DataError(f"{source}: images have {C} channel(s), expected {channels} "
+                        f"(data.channels); convert them or set data.channels: {C}")
+    if size is not None and [int(s) for s in size] != [H, W]:
+        raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
+                        f"(data.size); resize them or set data.size: [{H}, {W}]")
+    x = _to_unit_range(arr, source)
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"data.test_fraction must lie in [0, 1), got {test_fraction}")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    n_test = round(test_fraction * len(x))
+    idx = perm[:n_test] if split == "test" else perm[n_test:]
+    if len(idx) == 0:
+        raise DataError(f"{source}: the {split} split is empty ({len(x)} images, "
+                        f"test_fraction={test_fraction})")
+    return x[idx]
