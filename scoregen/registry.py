@@ -39,6 +39,11 @@ class Registry(Generic[T]):
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a sampler defined in a notebook cell that is being redefined)."""
+        self.get(name)
+        del self._items[name], self._meta[name]
+
     def get(self, name: str) -> T:
         """The object registered as ``name``; a ``KeyError`` listing the known names."""
         try:

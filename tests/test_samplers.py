@@ -1,0 +1,210 @@
+"""The shared sampler suite: every registered sampler on every registered SDE, exact scores.
+
+Parametrised over ``scoregen.samplers.list()`` and its metadata (``order``, ``stochastic``,
+``nfe_per_step``, ``tolerance_options``), so a new sampler module is tested with no edit
+here. The model is the exact mixture oracle, so every error measured is the sampler's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from _oracle import MIXTURE, CountingModel, order_slope, pf_ode_reference
+
+import scoregen
+from scoregen import metrics, samplers
+from scoregen import sde as sde_lib
+from scoregen.noise import NoiseSource, seeds_for
+
+SAMPLERS = samplers.list()
+SDES = sde_lib.list()
+N = 1000
+FLOOR_FACTOR = 1.6  # generous step counts must land within this factor of the noise floor
+
+
+def is_adaptive(name: str) -> bool:
+    return samplers.meta(name)["nfe_per_step"] is None
+
+
+def tolerance_opts(name: str, tol: float) -> dict[str, float]:
+    return dict.fromkeys(samplers.meta(name).get("tolerance_options", ("rtol", "atol")), tol)
+
+
+def run(name: str, sde, steps: int | None = None, n: int = N, tol: float = 1e-4, **kw):
+    """Sample ``name`` on the exact oracle; adaptive samplers get ``[T, t_min, 0]`` and ``tol``."""
+    model = MIXTURE.model(sde)
+    if is_adaptive(name):
+        ts = torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64)
+        return scoregen.sample(model, sde, (n, 2), name, None, ts=ts, dtype=torch.float64,
+                               **tolerance_opts(name, tol), **kw)
+    return scoregen.sample(model, sde, (n, 2), name, steps, dtype=torch.float64, **kw)
+
+
+@pytest.fixture(scope="module")
+def references() -> tuple[torch.Tensor, float]:
+    g = torch.Generator().manual_seed(123)
+    ref, ref2 = MIXTURE.sample(N, g), MIXTURE.sample(N, g)
+    return ref, metrics.sliced_wasserstein(ref2, ref, seed=0)
+
+
+@pytest.mark.parametrize("sde_name", SDES)
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_distance_falls_with_steps_and_reaches_the_noise_floor(name, sde_name, references):
+    ref, floor = references
+    sde = sde_lib.get(sde_name)
+    meta = samplers.meta(name)
+    if is_adaptive(name):
+        loose, tight = run(name, sde, tol=1e-1), run(name, sde, tol=1e-4)
+        assert tight.nfe > loose.nfe
+    else:
+        generous = 200 if meta["stochastic"] or meta["order"] < 2 else 50
+        loose, tight = run(name, sde, 3, spacing="edm"), run(name, sde, generous, spacing="edm")
+    d_loose = metrics.sliced_wasserstein(loose.x, ref, seed=0)
+    d_tight = metrics.sliced_wasserstein(tight.x, ref, seed=0)
+    assert d_tight < FLOOR_FACTOR * floor, (d_tight, floor)
+    if not is_adaptive(name):
+        assert d_loose > d_tight
+
+
+# -- deterministic samplers: convergence order against a high-accuracy reference --------------
+DETERMINISTIC = [n for n in SAMPLERS if not samplers.meta(n)["stochastic"] and not is_adaptive(n)]
+ORDER_SDES = ("vp", "ve")  # smooth in t (the discrete DDPM schedule is only piecewise smooth)
+
+
+@pytest.mark.parametrize("sde_name", ORDER_SDES)
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_error_falls_at_the_declared_order(name, sde_name):
+    order = samplers.meta(name)["order"]
+    slope, errors = order_slope(name, sde_name, (40, 80) if order <= 2 else (16, 32))
+    assert slope > 0.75 * order, (errors, slope)
+
+
+@pytest.mark.parametrize("sde_name", ORDER_SDES)
+def test_dopri5_meets_its_tolerance(sde_name):
+    sde, x_T, ref = pf_ode_reference(sde_name)
+    ts = torch.tensor([sde.T, sde.t_min], dtype=torch.float64)
+    nfes = []
+    for tol in (1e-4, 1e-6):
+        out = scoregen.sample(MIXTURE.model(sde), sde, x_T, "ode_dopri5", None, ts=ts,
+                              rtol=tol, atol=tol)
+        # local tolerances accumulate over the solve: allow a global error of 100 x tol
+        assert (out.x - ref).abs().max() < 100 * tol
+        nfes.append(out.nfe)
+    assert nfes[1] > nfes[0]
+
+
+# -- the ancestral chain is Ho et al. 2020, Algorithm 2 -----------------------------------------
+@pytest.mark.parametrize("variance", ["transition", "posterior"])
+def test_ancestral_reproduces_algorithm_2_step_by_step(variance):
+    sde = sde_lib.get("ddpm")
+    model = MIXTURE.model(sde)
+    seeds = seeds_for(64, 3)
+    trace = []
+    out = scoregen.sample(model, sde, (64, 2), "ancestral", 1000, seeds=seeds,
+                          dtype=torch.float64, variance=variance,
+                          callback=lambda i, t, x: trace.append(x.clone()))
+    assert out.nfe == 1000 and len(trace) == 1000
+
+    # An independent straightforward implementation of Algorithm 2 (Ho et al. 2020).
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alphas = 1 - betas
+    alpha_bar = torch.cumprod(alphas, 0)
+    noise = NoiseSource(seeds, (2,), torch.float64)
+    x = noise()  # x_T ~ N(0, I)
+    for step, t in enumerate(range(1000, 0, -1)):
+        i = t - 1
+        eps = model(x, torch.full((64,), t / 1000, dtype=torch.float64))
+        if variance == "transition":
+            var = betas[i]
+        else:
+            var = betas[i] * (1 - alpha_bar[i - 1]) / (1 - alpha_bar[i]) if t > 1 else 0.0
+        z = noise() if t > 1 else torch.zeros_like(x)
+        x = (x - betas[i] / (1 - alpha_bar[i]).sqrt() * eps) / alphas[i].sqrt()
+        x = x + math.sqrt(var) * z
+        torch.testing.assert_close(trace[step], x, rtol=1e-9, atol=1e-9)
+
+
+def test_ddim_eta_one_is_the_ancestral_sampler_on_the_same_grid():
+    for sde_name in ("vp", "ve", "ddpm"):
+        sde = sde_lib.get(sde_name)
+        a = run("ancestral", sde, 20, n=256, spacing="quadratic", seed=11)
+        d = run("ddim", sde, 20, n=256, spacing="quadratic", seed=11, eta=1.0)
+        torch.testing.assert_close(a.x, d.x, rtol=1e-9, atol=1e-9)
+
+
+def test_ddim_eta_zero_is_the_euler_step_of_the_pf_ode_in_the_limit():
+    """DDIM(eta=0) is exact in log-SNR; against one explicit Euler step of the PF-ODE in t
+    the difference is a local error O(h^2): halving h quarters it."""
+    sde = sde_lib.get("vp")
+    model = MIXTURE.model(sde)
+    x = sde.prior_std() * NoiseSource(seeds_for(16, 1), (2,), torch.float64).draw(0) * 0.5
+    t = torch.tensor(0.5, dtype=torch.float64)
+    diffs = []
+    for h in (1e-2, 5e-3, 2.5e-3):
+        ts = torch.stack([t, t - h])
+        ddim = scoregen.sample(model, sde, x, "ddim", None, ts=ts).x
+        euler = scoregen.sample(model, sde, x, "ode_euler", None, ts=ts).x
+        diffs.append((ddim - euler).abs().max().item())
+    for big, small in itertools.pairwise(diffs):
+        assert 3.4 < big / small < 4.6, diffs
+
+
+# -- NFE is counted, and is what each sampler declares ------------------------------------------
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_nfe_is_counted_and_matches_the_declared_cost(name):
+    sde = sde_lib.get("vp")
+    model = CountingModel(MIXTURE.model(sde))
+    steps = 7
+    if is_adaptive(name):
+        ts = torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64)
+        out = scoregen.sample(model, sde, (8, 2), name, None, ts=ts, **tolerance_opts(name, 1e-3))
+    else:
+        out = scoregen.sample(model, sde, (8, 2), name, steps)
+    assert out.nfe == model.calls > 0
+    per_step = samplers.meta(name)["nfe_per_step"]
+    if per_step is not None:
+        intervals = len(out.ts) - 1
+        if per_step == 1:
+            assert out.nfe == intervals
+        assert intervals <= out.nfe <= per_step * intervals
+
+
+@pytest.mark.parametrize(("name", "opts", "expected"), [
+    ("pc", {"n_corrector": 2}, lambda k: 3 * (k - 1) + 1),
+    ("pc", {"n_corrector": 0}, lambda k: k),
+    ("ode_midpoint", {}, lambda k: 2 * (k - 1) + 1),
+    ("ode_rk4", {}, lambda k: 4 * (k - 1) + 1),
+])
+def test_nfe_formulas(name, opts, expected):
+    sde = sde_lib.get("vp")
+    for k in (2, 5, 9):
+        out = scoregen.sample(MIXTURE.model(sde), sde, (4, 2), name, k, **opts)
+        assert out.nfe == expected(k)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def test_bad_input_gets_clear_errors():
+    sde = sde_lib.get("vp")
+    model = MIXTURE.model(sde)
+    with pytest.raises(KeyError, match="ddim"):
+        scoregen.sample(model, sde, (4, 2), "no-such-sampler")
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        scoregen.sample(model, sde, (4, 2), "ddim", 0)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        scoregen.sample(model, sde, (4, 2), "ddim", ts=torch.tensor([1.0, 0.2, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="retarget"):
+        scoregen.sample(model, sde_lib.get("ve"), (4, 2), "ddim", 5)
+    with pytest.raises(ValueError, match="eta"):
+        scoregen.sample(model, sde, (4, 2), "ddim", 5, eta=2.0)
+    with pytest.raises(ValueError, match="predictor"):
+        scoregen.sample(model, sde, (4, 2), "pc", 5, predictor="langevin")
+    with pytest.raises(ValueError, match="variance"):
+        scoregen.sample(model, sde, (4, 2), "ancestral", 5, variance="large")
+    with pytest.raises(ValueError, match="rtol"):
+        scoregen.sample(model, sde, (4, 2), "ode_dopri5", None,
+                        ts=torch.tensor([1.0, 1e-3]), rtol=-1.0)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        scoregen.sample(model, sde, (4, 2), "ode_euler", 5, eta=0.5)
