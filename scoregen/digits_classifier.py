@@ -53,24 +53,11 @@ class DigitsClassifier(nn.Module):
 
 
 def load_digits_split(split: str = "train") -> tuple[Tensor, Tensor]:
-    """Images ``(N, 1, 8, 8)`` in ``[-1, 1]`` and labels ``(N,)`` of the fixed digits split.
+    """Images ``(N, 1, 8, 8)`` in ``[-1, 1]`` and labels ``(N,)`` of the fixed digits split
+    (:func:`scoregen.data.digits.digits_with_labels`)."""
+    from scoregen.data.digits import digits_with_labels
 
-    The split is that of :func:`scoregen.data.digits.digits` (a seed-0 permutation, the
-    first 297 images for ``test``, the other 1500 for ``train``); the images returned here
-    are identical to that dataset's (checked by the tests), plus their labels.
-    """
-    from sklearn.datasets import load_digits
-
-    from scoregen.data.digits import N_TEST
-
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    data = load_digits()
-    images = torch.as_tensor(data.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
-    labels = torch.as_tensor(data.target, dtype=torch.long)
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    idx = perm[:N_TEST] if split == "test" else perm[N_TEST:]
-    return images[idx], labels[idx]
+    return digits_with_labels(split)
 
 
 def train_classifier(epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,

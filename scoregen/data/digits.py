@@ -15,13 +15,22 @@ from scoregen.data.registry import register
 N_TEST = 297
 
 
+def digits_with_labels(split: str = "train") -> tuple[Tensor, Tensor]:
+    """Images ``(N, 1, 8, 8)`` in ``[-1, 1]`` and labels ``(N,)`` of the fixed split."""
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = load_digits()
+    images = torch.as_tensor(data.images, dtype=torch.float32)  # (1797, 8, 8), 0..16
+    x = (images / 16.0 * 2 - 1)[:, None]
+    labels = torch.as_tensor(data.target, dtype=torch.long)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    idx = perm[:N_TEST] if split == "test" else perm[N_TEST:]
+    return x[idx], labels[idx]
+
+
 @register("digits", kind="image")
 def digits(split: str = "train") -> Tensor:
     """scikit-learn 8x8 digits as (1, 8, 8) images in [-1, 1] (1500 train / 297 test)."""
-    from sklearn.datasets import load_digits
-
-    images = torch.as_tensor(load_digits().images, dtype=torch.float32)  # (1797, 8, 8), 0..16
-    x = (images / 16.0 * 2 - 1)[:, None]
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    idx = perm[:N_TEST] if split == "test" else perm[N_TEST:]
-    return x[idx]
+    return digits_with_labels(split)[0]

@@ -70,6 +70,9 @@ def _adaptive(method: str):
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"{method} needs rtol > 0 and atol > 0, got {rtol}, {atol}")
         grid, final = _split_final(ts)
+        if len(grid) < 2:
+            raise ValueError(f"{method} integrates between the first and last positive times "
+                             "of the grid: give steps >= 2 or ts=[T, t_min, 0]")
         span = torch.stack([grid[0], grid[-1]]).to(x.dtype)
         # Never evaluate outside [t_end, t_start]: a small first step instead of torchdiffeq's
         # probing heuristic, and the last step lands on t_end instead of overshooting it.
