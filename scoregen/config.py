@@ -74,7 +74,22 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    """See :class:`scoregen.training.TrainOptions` (same names) plus ``out``, the run folder."""
+    """The ``train`` config section: the trainer's options and the run folder.
+
+    Attributes:
+        steps: optimizer steps in total (a resumed run continues up to it).
+        batch_size, lr, weight_decay: minibatch size and AdamW parameters.
+        warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
+        ema_decay: EMA decay of the weights used for sampling.
+        seed: seeds the model init (in :func:`build_trainer`) and the training generator.
+        device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
+        precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
+            ``bf16``.
+        threads: CPU threads for torch (0 = leave torch's default).
+        log_every, ckpt_every, sample_every: intervals in steps (0 = only at the end).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        out: the run folder.
+    """
 
     steps: int = 2000
     batch_size: int = 256

@@ -39,6 +39,7 @@ from scoregen.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from scoregen.config import TrainConfig
 from scoregen.models import ScoreModel
 
 LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
@@ -49,39 +50,11 @@ class TrainingDivergedError(RuntimeError):
 
 
 @dataclass
-class TrainOptions:
-    """Trainer options (the ``train`` config section without ``out``).
+class TrainOptions(TrainConfig):
+    """Trainer options: the fields of the ``train`` config section
+    (:class:`scoregen.config.TrainConfig`; ``out`` is not used by the trainer, which is given
+    its run folder) plus ``progress``, whether to show a tqdm bar."""
 
-    Attributes:
-        steps: optimizer steps in total (a resumed run continues up to it).
-        batch_size, lr, weight_decay: minibatch size and AdamW parameters.
-        warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
-        ema_decay: EMA decay of the weights used for sampling.
-        seed: seeds the model init (in :func:`build_trainer`) and the training generator.
-        device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
-        precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
-            ``bf16``.
-        threads: CPU threads for torch (0 = leave torch's default).
-        log_every, ckpt_every, sample_every: intervals in steps (0 = only at the end).
-        keep_checkpoints: how many of the newest checkpoints to keep.
-        progress: show a tqdm bar.
-    """
-
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 0
-    log_every: int = 50
-    ckpt_every: int = 1000
-    sample_every: int = 1000
-    keep_checkpoints: int = 3
     progress: bool = True
 
     @classmethod
