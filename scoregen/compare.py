@@ -200,7 +200,7 @@ def tolerance_options(name: str, tolerance: float) -> dict[str, float]:
     return {k: tolerance for k in keys}
 
 
-def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "edm",
+def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
                      options: dict[str, dict[str, Any]] | None = None) -> list[Method]:
     """Every registered sampler (or ``names``) as a :class:`Method` on a ``spacing`` grid."""
     from scoregen import samplers

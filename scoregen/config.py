@@ -117,7 +117,7 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     n: int = 64
-    spacing: str = "uniform"
+    spacing: str = "auto"
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -172,7 +172,7 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "keep_checkpoints"): _POSITIVE,
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
-    ("sample", "spacing"): _choice("uniform", "quadratic", "logsnr", "edm"),
+    ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
 }
 
 

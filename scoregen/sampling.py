@@ -54,7 +54,7 @@ def sample(
     steps: int | None = 50,
     *,
     ts: Tensor | None = None,
-    spacing: str = "uniform",
+    spacing: str = "auto",
     denoise: bool = True,
     seed: int = 0,
     seeds: Tensor | None = None,

@@ -57,7 +57,10 @@ def test_distance_falls_with_steps_and_reaches_the_noise_floor(name, sde_name, r
     sde = sde_lib.get(sde_name)
     meta = samplers.meta(name)
     if is_adaptive(name):
-        loose, tight = run(name, sde, tol=1e-1), run(name, sde, tol=1e-4)
+        # a strong-order-1/2 SDE solver needs ~tol^-2 steps: 1e-2 (Jolicoeur-Martineau et al.'s
+        # default) already reaches this floor; ODE solvers get 1e-4
+        tight_tol = 1e-2 if meta["stochastic"] else 1e-4
+        loose, tight = run(name, sde, tol=1e-1), run(name, sde, tol=tight_tol)
         assert tight.nfe > loose.nfe
     else:
         generous = 200 if meta["stochastic"] or meta["order"] < 2 else 50
@@ -78,7 +81,9 @@ ORDER_SDES = ("vp", "ve")  # smooth in t (the discrete DDPM schedule is only pie
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_deterministic_error_falls_at_the_declared_order(name, sde_name):
     order = samplers.meta(name)["order"]
-    slope, errors = order_slope(name, sde_name, (40, 80) if order <= 2 else (16, 32))
+    # 40 steps put every solver here in its asymptotic regime on this mixture (the multistep
+    # solvers' warm-up and lower-order start fade more slowly than a one-step method's)
+    slope, errors = order_slope(name, sde_name, (40, 80))
     assert slope > 0.75 * order, (errors, slope)
 
 
@@ -104,7 +109,7 @@ def test_ancestral_reproduces_algorithm_2_step_by_step(variance):
     seeds = seeds_for(64, 3)
     trace = []
     out = scoregen.sample(model, sde, (64, 2), "ancestral", 1000, seeds=seeds,
-                          dtype=torch.float64, variance=variance,
+                          spacing="uniform", dtype=torch.float64, variance=variance,
                           callback=lambda i, t, x: trace.append(x.clone()))
     assert out.nfe == 1000 and len(trace) == 1000
 

@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(0: no limit; default %(default)s)")
     parser.add_argument("-n", type=int, default=2000, help="samples per run (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="sample k uses seed + k")
-    parser.add_argument("--spacing", default="edm",
-                        help="time grid of scoregen samplers: uniform, quadratic, logsnr, edm")
+    parser.add_argument("--spacing", default="auto",
+                        help="time grid of scoregen samplers: auto (the SDE's tuned default), "
+                             "uniform, quadratic, logsnr, edm")
     parser.add_argument("--opt", action="append", default=[], metavar="SAMPLER.KEY=VALUE",
                         help="a sampler option, e.g. ddim.eta=1.0 (repeatable)")
     parser.add_argument("--show-nfe", type=int, help="budget of the sample plot (default ~20)")

@@ -42,9 +42,14 @@ class SDE:
         T: final time of the forward process; the prior lives there.
         t_min: smallest time samplers integrate to and training samples (the model is never
             asked for ``t < t_min``); the valid time range of the process is ``[0, T]``.
+        default_spacing: the time grid ``spacing="auto"`` picks for this process. Uniform in
+            log-SNR for every SDE shipped: the best of edm/logsnr/uniform at 5-50 NFE on VP
+            and VE in ``experiments/fast_samplers_sweep.py`` (docs/fast-samplers.md); a new
+            SDE sets its own.
     """
 
     name: str = "sde"
+    default_spacing: str = "logsnr"
 
     def __init__(self, T: float = 1.0, t_min: float = 1e-3) -> None:
         if not (T > 0 and math.isfinite(T)):
