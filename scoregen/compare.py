@@ -100,7 +100,9 @@ class Method:
     """A sampler to compare: ``draw`` maps ``x_T`` to samples and the counted NFE.
 
     ``family`` is ``"scoregen"`` or the peer library's name; ``nfe_per_step`` is ``None``
-    for solvers that pick their own steps (run at tolerances).
+    for solvers that pick their own steps (run at tolerances: ``tolerances`` when the
+    sampler registers its own, as SDE solvers do, whose cost grows like ``tol^-2``, else
+    :data:`DEFAULT_TOLERANCES`).
     """
 
     name: str
@@ -108,6 +110,7 @@ class Method:
     nfe_per_step: int | None
     stochastic: bool
     draw: DrawFn
+    tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
 
     @property
     def adaptive(self) -> bool:
@@ -221,7 +224,8 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
                              **tolerance_options(_name, setting.tolerance), **_opts)
             return res.x, res.nfe
 
-        methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw))
+        methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw,
+                              tuple(meta.get("tolerances", DEFAULT_TOLERANCES))))
     return methods
 
 
@@ -287,7 +291,7 @@ def run_comparison(
     problem: Problem,
     methods: Sequence[Method],
     budgets: Sequence[int] = DEFAULT_BUDGETS,
-    tolerances: Sequence[float] = DEFAULT_TOLERANCES,
+    tolerances: Sequence[float] | None = None,
     *,
     n: int | None = None,
     seed: int = 0,
@@ -311,7 +315,8 @@ def run_comparison(
     skipped: list[str] = []
     for m in methods:
         if m.adaptive:
-            jobs += [(m, None, Setting(tolerance=float(tol))) for tol in tolerances]
+            jobs += [(m, None, Setting(tolerance=float(tol)))
+                     for tol in (m.tolerances if tolerances is None else tolerances)]
             continue
         for b in budgets:
             if max_multi_nfe and m.nfe_per_step > 1 and b > max_multi_nfe:
@@ -321,7 +326,9 @@ def run_comparison(
                 skipped.append(f"{m.name} at {b} NFE (no step count fits the budget)")
             else:
                 jobs.append((m, b, Setting(steps=steps)))
-    comp = Comparison(_describe(problem, n), {"budgets": budgets, "tolerances": list(tolerances),
+    listed = {m.name: list(m.tolerances if tolerances is None else tolerances)
+              for m in methods if m.adaptive}
+    comp = Comparison(_describe(problem, n), {"budgets": budgets, "tolerances": listed,
                       "seed": seed, "n": n, "show_nfe": show}, {}, skipped=skipped)
     if problem.floor_reference is not None:
         comp.floor = evaluate(problem.floor_reference[:n], problem, seed)
@@ -333,7 +340,8 @@ def run_comparison(
         seconds = time.perf_counter() - start
         comp.records.append(Record(m.name, m.family, budget, setting.steps, setting.tolerance,
                                    int(nfe), seconds, evaluate(x, problem, seed)))
-        if budget == show or (m.adaptive and setting.tolerance == tolerances[len(tolerances) // 2]):
+        middle = m.adaptive and setting.tolerance == listed[m.name][len(listed[m.name]) // 2]
+        if budget == show or middle:
             comp.samples[m.name] = x.detach().float().cpu()
     return comp
 

@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. diffusers/ddim,k-diffusion/euler)")
     parser.add_argument("--budgets", type=_ints, default=list(DEFAULT_BUDGETS),
                         help="NFE budgets (default %(default)s)")
-    parser.add_argument("--tolerances", type=_floats, default=list(DEFAULT_TOLERANCES),
-                        help="tolerances of self-stepping samplers (default %(default)s)")
+    parser.add_argument("--tolerances", type=_floats,
+                        help="tolerances of self-stepping samplers (default: each sampler's "
+                             f"registered ones, else {list(DEFAULT_TOLERANCES)})")
     parser.add_argument("--max-multi-nfe", type=int, default=100,
                         help="samplers with >1 NFE per step skip budgets above this "
                              "(0: no limit; default %(default)s)")

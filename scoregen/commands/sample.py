@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, help="number of samples")
     parser.add_argument("--out", help="output PNG (an .npz with the same stem is written too)")
     parser.add_argument("--seed", type=int, help="sample k uses seed + k")
-    parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, quadratic, logsnr, edm")
+    parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
+                                          "quadratic, logsnr, edm")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="sampler option, e.g. eta=1.0 (repeatable)")
     parser.add_argument("--sde", help="sample under another SDE (re-targeted by log-SNR)")

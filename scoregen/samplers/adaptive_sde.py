@@ -108,7 +108,7 @@ def _check(rtol: float, atol: float, safety: float, exponent: float, h_init: flo
 
 
 @register("adaptive_sde", order=1, stochastic=True, nfe_per_step=None,
-          tolerance_options=("rtol", "atol"))
+          tolerance_options=("rtol", "atol"), tolerances=(0.2, 0.1, 0.05))
 def adaptive_sde(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.01,
     atol: float = 0.0078, safety: float = 0.9, exponent: float = 0.9, h_init: float = 0.01,
