@@ -157,8 +157,10 @@ def _write_text(path: Path, text: str) -> None:
 # -- reading -------------------------------------------------------------------------------------
 def find_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder for a run folder, a checkpoints folder, a checkpoint folder or
-    one of its files."""
+    one of its files; ``RUN/last`` (or ``RUN/latest``) names the newest checkpoint of RUN."""
     path = Path(path)
+    if path.name.lower() in ("last", "latest") and not path.exists():
+        path = path.parent
     if path.is_file() and path.name in (META, WEIGHTS):
         return path.parent
     for root in (path / "checkpoints", path):

@@ -62,6 +62,8 @@ def test_checkpoint_contents(tmp_path: Path) -> None:
     tensors = load_file(str(folder / "weights.safetensors"))  # plain safetensors, no pickle
     assert {k.split(".")[0] for k in tensors} == {"model", "ema", "optim", "rng"}
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # no temp leftovers
+    assert find_checkpoint(tmp_path / "last") == folder
+    assert find_checkpoint(folder / "checkpoint.json") == folder
 
 
 def test_keep_prunes_old_checkpoints(tmp_path: Path) -> None:

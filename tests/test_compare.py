@@ -111,6 +111,20 @@ def test_table_marks_best_scoregen_and_best_peer_per_budget(ring8):
     assert "| auto | 0.001 | 30 |" in md
 
 
+def test_methods_draw_without_autograd(ring8):
+    """Peers' sampling loops call the model outside any ``no_grad``: the comparison runs every
+    method without autograd, so no step keeps the network's graph (memory stays flat)."""
+    seen = []
+
+    def draw(model, sde, x_T, setting, seed):
+        seen.append(torch.is_grad_enabled())
+        return x_T, setting.steps
+
+    compare.run_comparison(ring8, [compare.Method("probe", "lib", 1, False, draw)], [2, 3],
+                           n=20, progress=False)
+    assert seen and not any(seen)
+
+
 def test_bad_input_is_rejected_with_a_clear_message(ring8, capsys):
     with pytest.raises(ValueError, match="budgets must be positive"):
         compare.run_comparison(ring8, compare.scoregen_methods(["ddim"]), [0], progress=False)
@@ -139,6 +153,10 @@ def test_checkpoint_run_uses_its_dataset_as_reference(tmp_path):
     assert raw["problem"]["metrics"] == ["swd", "nll_gap", "mode_tv"]
     assert raw["records"][0]["nfe"] == 3 and set(raw["noise_floor"]) == {"swd", "nll_gap",
                                                                         "mode_tv"}
+    # a split too small for two sets: the floor set is the train split, not the reference again
+    small = compare.checkpoint_problem(run, n=400)
+    assert len(small.reference) == 400 and small.floor_reference.shape == (400, 2)
+    assert not torch.equal(small.floor_reference, small.reference)
     np.savez(tmp_path / "ref.npz", x=np.zeros((50, 2), dtype=np.float32))
     assert main(["compare", "--checkpoint", str(run), "--reference", str(tmp_path / "ref.npz"),
                  "--samplers", "ddim", "--budgets", "3", "-n", "50", "--out", str(out),

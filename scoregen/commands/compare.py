@@ -110,12 +110,13 @@ def run(args: argparse.Namespace) -> int:
                                          dtype or torch.float64)
         problem.device = "cpu" if args.device == "auto" else args.device
     methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
+    peer_messages: list[str] = []
     if args.peers:
         from scoregen import peers
 
         names = None if args.peers == "all" else _names(args.peers)
-        found, messages = peers.peer_methods(names, problem.sde)
-        for line in messages:
+        found, peer_messages = peers.peer_methods(names, problem.sde)
+        for line in peer_messages:
             print(line)
         methods += found
     comp = compare.run_comparison(
@@ -123,9 +124,10 @@ def run(args: argparse.Namespace) -> int:
         max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
         progress=not args.no_progress)
     comp.settings["spacing"] = args.spacing
-    paths = compare.write_outputs(comp, args.out, problem.reference)
     for line in comp.skipped:
         print(f"skipped: {line}")
+    comp.skipped += peer_messages  # the written tables say which peers did not run, and why
+    paths = compare.write_outputs(comp, args.out, problem.reference)
     print(f"{len(comp.records)} runs on {problem.name}; wrote:")
     for path in paths.values():
         print(f"  {path}")

@@ -76,8 +76,9 @@ def peer_methods(names: Sequence[str] | None, sde: SDE) -> tuple[list[Method], l
             continue
         why = peer.supports(sde)
         if why:
-            if f"{peer.library}: {why}" not in messages:
-                messages.append(f"peers: {peer.library}: {why}")
+            message = f"peers: {peer.library}: {why}"
+            if message not in messages:
+                messages.append(message)
             continue
         methods.append(Method(peer.name, peer.library, peer.nfe_per_step, peer.stochastic,
                               peer.draw))
