@@ -11,7 +11,8 @@ import torch
 from conftest import WORKLOADS
 
 models = pytest.importorskip("scoregen.models", reason="scoregen.models is not available")
-losses = pytest.importorskip("scoregen.losses", reason="scoregen.losses is not available")
+losses = pytest.importorskip("scoregen.training.losses",
+                             reason="scoregen.training.losses is not available")
 
 from scoregen import sde  # noqa: E402
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from conftest import WORKLOADS, ZeroEps
 
-from scoregen import compare, samplers, sde
-from scoregen.compare import Setting
+from scoregen import samplers, sde
+from scoregen.evaluation import compare
+from scoregen.evaluation.compare import Setting
 
 STEPS = 20
 TOLERANCE = 1e-3
@@ -27,8 +28,7 @@ def _problem(shape: tuple[int, ...]) -> compare.Problem:
 
 
 def _methods() -> list[compare.Method]:
-    from scoregen import peers
-
+    from scoregen.evaluation import peers
     found = compare.scoregen_methods(samplers.list())
     extra, _ = peers.peer_methods(None, sde.get("ddpm"))
     return found + extra

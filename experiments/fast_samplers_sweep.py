@@ -2,12 +2,12 @@
 
 For each oracle preset and SDE, every fast sampler (and DDIM as the first-order baseline) runs
 on each grid spacing at every NFE budget, from the same ``x_T``, through
-:func:`scoregen.compare.run_comparison` (honest budgets: the step count whose *counted* NFE
-is the largest within the budget); the adaptive SDE solver runs at tolerances. Prints one
-Markdown report per (preset, SDE) and writes it, with CSV and JSON, to ``--out/<preset>-<sde>/``
-plus ``--out/summary.md`` (all reports). Each report ends with the metrics of a *perfect*
-solver: exact samples of ``x_{t_min}`` followed by the same final denoising step, the best any
-sampler on these grids can do.
+:func:`scoregen.evaluation.compare.run_comparison` (honest budgets: the step count whose
+*counted* NFE is the largest within the budget); the adaptive SDE solver runs at tolerances.
+Prints one Markdown report per (preset, SDE) and writes it, with CSV and JSON, to
+``--out/<preset>-<sde>/`` plus ``--out/summary.md`` (all reports). Each report ends with the
+metrics of a *perfect* solver: exact samples of ``x_{t_min}`` followed by the same final
+denoising step, the best any sampler on these grids can do.
 
 ``--orders`` instead measures convergence orders: the RMS distance of each deterministic
 solver's endpoint (logsnr grid to ``t_min``, no denoising step) to the probability-flow ODE
@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 import scoregen
-from scoregen import compare
 from scoregen import sde as sde_lib
 from scoregen.analytic import preset
+from scoregen.evaluation import compare
 from scoregen.param import Denoiser
 from scoregen.samplers import time_grid
 

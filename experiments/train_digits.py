@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from scoregen.checkpoint import load_model
-from scoregen.config import load_config
 from scoregen.plotting import save_samples
 from scoregen.sampling import sample
 from scoregen.training import build_trainer
+from scoregen.training.checkpoint import load_model
+from scoregen.training.config import load_config
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
     python experiments/train_digits_classifier.py [--cache DIR] [--threads 1]
 
-Retrains :mod:`scoregen.digits_classifier` (overwriting the cached weights), prints its
-test accuracy, then :func:`scoregen.digits_classifier.digits_quality` against the train
+Retrains :mod:`scoregen.evaluation.digits_classifier` (overwriting the cached weights), prints its
+test accuracy, then :func:`scoregen.evaluation.digits_classifier.digits_quality` against the train
 split (1500 images) for sets of 297 images: the real test split (the metric's noise floor)
 and three clearly bad sets — Gaussian noise, blurred test digits, one test digit repeated.
 """
@@ -16,7 +16,12 @@ import time
 import torch
 from torch import Tensor
 
-from scoregen.digits_classifier import accuracy, digits_quality, get_classifier, load_digits_split
+from scoregen.evaluation.digits_classifier import (
+    accuracy,
+    digits_quality,
+    get_classifier,
+    load_digits_split,
+)
 
 
 def blur(x: Tensor, std: float = 1.0) -> Tensor:

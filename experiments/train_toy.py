@@ -5,7 +5,7 @@
 For each of ``configs/toy2d.yaml`` and ``configs/checkerboard.yaml``: train, then draw
 ``--n`` samples with the probability-flow ODE sampler ``ode_dopri5`` (``rtol = atol =
 1e-5``) and compare them with ``--n`` held-out real points by the sliced Wasserstein
-distance (``scoregen.metrics.sliced_wasserstein``). The noise floor is the same distance
+distance (``scoregen.evaluation.metrics.sliced_wasserstein``). The noise floor is the same distance
 between two independent real sets of the same size (mean over 5 seeds): a perfect model
 scores about the floor. Writes ``OUT/toy_results.md``, ``OUT/toy_results.json`` and one
 scatter plot per dataset.
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 import scoregen
-from scoregen.checkpoint import load_model
-from scoregen.config import load_config
 from scoregen.data import load_dataset
-from scoregen.metrics import sliced_wasserstein
+from scoregen.evaluation.metrics import sliced_wasserstein
 from scoregen.plotting import save_samples
 from scoregen.training import build_trainer
+from scoregen.training.checkpoint import load_model
+from scoregen.training.config import load_config
 
 
 def main() -> None:

@@ -10,16 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 import scoregen
-from scoregen.checkpoint import (
+from scoregen.data import load_dataset
+from scoregen.models import ScoreModel, build_network
+from scoregen.training import Trainer, TrainOptions
+from scoregen.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
     load_model,
     read_checkpoint,
 )
-from scoregen.data import load_dataset
-from scoregen.losses import DSMLoss
-from scoregen.models import ScoreModel, build_network
-from scoregen.training import Trainer, TrainOptions
+from scoregen.training.losses import DSMLoss
 
 DATA = load_dataset("moons", n=2000)
 

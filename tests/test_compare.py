@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import scoregen
-from scoregen import compare, samplers
+from scoregen import samplers
 from scoregen.cli import main
+from scoregen.evaluation import compare
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scoregen.config import (
+from scoregen.training.config import (
     Config,
     ConfigError,
     apply_overrides,

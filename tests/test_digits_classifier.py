@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scoregen import digits_classifier as dc
 from scoregen.data.digits import digits
-from scoregen.metrics import frechet_distance
+from scoregen.evaluation import digits_classifier as dc
+from scoregen.evaluation.metrics import frechet_distance
 
 
 @pytest.fixture(scope="module")

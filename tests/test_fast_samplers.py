@@ -16,7 +16,7 @@ import scoregen
 from scoregen import samplers
 from scoregen import sde as sde_lib
 from scoregen.analytic import GaussianMixture, preset
-from scoregen.metrics import mode_weight_error, nll_gap
+from scoregen.evaluation.metrics import mode_weight_error, nll_gap
 from scoregen.noise import NoiseSource, seeds_for
 from scoregen.param import Denoiser
 from scoregen.samplers import _exp, time_grid
@@ -274,7 +274,7 @@ def test_heun_churn_adds_noise_within_the_process():
 
 @pytest.fixture(scope="module")
 def kdiffusion():
-    from scoregen.peers import PeerUnavailableError, kdiffusion
+    from scoregen.evaluation.peers import PeerUnavailableError, kdiffusion
 
     try:
         return kdiffusion, kdiffusion.load()
@@ -316,8 +316,8 @@ def test_matches_k_diffusion(kdiffusion, process, ours, theirs, opts):
 def test_unipc_matches_diffusers(opts, cfg):
     """diffusers' UniPCMultistepScheduler on the discrete DDPM process, stopped before its
     final step; equal up to diffusers' float32 schedule."""
-    from scoregen.peers import PeerUnavailableError
-    from scoregen.peers import diffusers_schedulers as peer
+    from scoregen.evaluation.peers import PeerUnavailableError
+    from scoregen.evaluation.peers import diffusers_schedulers as peer
 
     try:
         peer.load()

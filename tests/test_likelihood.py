@@ -9,7 +9,7 @@ import torch
 
 import scoregen.sde as sdes
 from scoregen.analytic import GaussianMixture, preset, random_mixture
-from scoregen.likelihood import log_likelihood
+from scoregen.evaluation.likelihood import log_likelihood
 
 
 def gen(seed: int) -> torch.Generator:

@@ -10,7 +10,8 @@ import torch
 import scoregen
 from scoregen.analytic import GaussianMixture
 from scoregen.data import load_dataset
-from scoregen.losses import (
+from scoregen.models import ScoreModel, build_network
+from scoregen.training.losses import (
     WEIGHTINGS,
     DDPMLoss,
     DSMLoss,
@@ -18,7 +19,6 @@ from scoregen.losses import (
     irreducible_gaussian,
     loss_for,
 )
-from scoregen.models import ScoreModel, build_network
 
 SDES = ["vp", "subvp", "ve", "vp-cosine"]
 

@@ -8,8 +8,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from scoregen import metrics as M
 from scoregen.analytic import GaussianMixture, preset
+from scoregen.evaluation import metrics as M
 
 
 def gen(seed: int) -> torch.Generator:

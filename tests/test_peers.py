@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import scoregen
-from scoregen import compare, peers
 from scoregen.cli import main
+from scoregen.evaluation import compare, peers
 from scoregen.param import Denoiser
 
 
@@ -28,7 +28,7 @@ def ring8_ddpm():
 
 def test_diffusers_timestep_k_is_scoregen_time_k_plus_one_over_n(ring8_ddpm):
     pytest.importorskip("diffusers", reason="optional peer diffusers is not installed")
-    from scoregen.peers import diffusers_schedulers as ds
+    from scoregen.evaluation.peers import diffusers_schedulers as ds
 
     sde = ring8_ddpm.sde
     sched = ds.make_scheduler("DDIMScheduler", sde, 10)
@@ -42,7 +42,7 @@ def test_diffusers_timestep_k_is_scoregen_time_k_plus_one_over_n(ring8_ddpm):
 def test_diffusers_ddim_equals_scoregen_ddim_on_the_same_grid(steps, ring8_ddpm):
     """DDIMScheduler (eta=0, alpha_bar_prev=1 at the end) is DDIM on t = (k+1)/N, then 0."""
     _need("diffusers")
-    from scoregen.peers import diffusers_schedulers as ds
+    from scoregen.evaluation.peers import diffusers_schedulers as ds
 
     p = ring8_ddpm
     x_T = compare.initial_noise(p, 64, 0)
@@ -63,7 +63,7 @@ def test_k_diffusion_euler_equals_scoregen_ddim_on_the_karras_grid(sde_name):
     probability-flow ODE dx_edm/dsigma_edm = (x_edm - D) / sigma_edm (Karras et al. 2022,
     eq. 3 and sec. 4), k-diffusion's sample_euler."""
     _need("k-diffusion")
-    from scoregen.peers import kdiffusion as kd
+    from scoregen.evaluation.peers import kdiffusion as kd
 
     p = compare.oracle_problem("ring8", sde_name, n=64)
     x_T = compare.initial_noise(p, 64, 0)

@@ -15,8 +15,9 @@ import torch
 from _oracle import MIXTURE, CountingModel, order_slope, pf_ode_reference
 
 import scoregen
-from scoregen import metrics, samplers
+from scoregen import samplers
 from scoregen import sde as sde_lib
+from scoregen.evaluation import metrics
 from scoregen.noise import NoiseSource, seeds_for
 
 SAMPLERS = samplers.list()

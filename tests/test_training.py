@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import scoregen
-from scoregen.checkpoint import find_checkpoint, load_model
 from scoregen.data import load_dataset
-from scoregen.losses import DSMLoss
 from scoregen.models import ScoreModel, build_network
 from scoregen.training import (
     LOG_FIELDS,
@@ -21,6 +19,8 @@ from scoregen.training import (
     resolve_device,
     resolve_precision,
 )
+from scoregen.training.checkpoint import find_checkpoint, load_model
+from scoregen.training.losses import DSMLoss
 
 
 def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 64, seed: int = 0) -> float:

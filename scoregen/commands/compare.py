@@ -42,7 +42,7 @@ def _names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from scoregen.compare import DEFAULT_BUDGETS, DEFAULT_TOLERANCES
+    from scoregen.evaluation.compare import DEFAULT_BUDGETS, DEFAULT_TOLERANCES
 
     src = parser.add_argument_group("problem")
     src.add_argument("--preset", default="ring8", help="oracle mixture: ring8, mix16, mix64")
@@ -93,8 +93,7 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from scoregen import compare
-
+    from scoregen.evaluation import compare
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -112,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
     methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
     peer_messages: list[str] = []
     if args.peers:
-        from scoregen import peers
-
+        from scoregen.evaluation import peers
         names = None if args.peers == "all" else _names(args.peers)
         found, peer_messages = peers.peer_methods(names, problem.sde)
         for line in peer_messages:

@@ -45,7 +45,7 @@ def _rows(what: str) -> list[tuple[str, str]]:
         from scoregen.analytic import PRESETS
 
         return [(n, _first_line(PRESETS.get(n))) for n in PRESETS.list()]
-    from scoregen.losses import WEIGHTINGS
+    from scoregen.training.losses import WEIGHTINGS
 
     return [(n, _first_line(WEIGHTINGS.get(n))) for n in WEIGHTINGS.list()]
 

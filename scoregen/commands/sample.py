@@ -34,11 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from scoregen import sde as sde_lib
-    from scoregen.checkpoint import load_model, read_checkpoint
-    from scoregen.config import SampleConfig, parse_config
     from scoregen.plotting import save_samples
     from scoregen.sampling import sample
     from scoregen.training import resolve_device
+    from scoregen.training.checkpoint import load_model, read_checkpoint
+    from scoregen.training.config import SampleConfig, parse_config
 
     device = resolve_device(args.device)
     ckpt = read_checkpoint(args.path)

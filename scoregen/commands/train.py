@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from scoregen.config import load_config
+from scoregen.training.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,8 +30,13 @@ import torch
 from torch import Tensor
 
 from scoregen._shape import bcast
+from scoregen.evaluation.peers.registry import (
+    LOADERS,
+    PeerSampler,
+    PeerUnavailableError,
+    register_peer,
+)
 from scoregen.param import Denoiser
-from scoregen.peers import LOADERS, PeerSampler, PeerUnavailableError, register_peer
 from scoregen.sde.base import SDE
 
 LIBRARY = "k-diffusion"

@@ -27,8 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scoregen.evaluation.peers.registry import (
+    LOADERS,
+    PeerSampler,
+    PeerUnavailableError,
+    register_peer,
+)
 from scoregen.param import Denoiser
-from scoregen.peers import LOADERS, PeerSampler, PeerUnavailableError, register_peer
 from scoregen.sde.base import SDE
 
 LIBRARY = "diffusers"

@@ -3,17 +3,17 @@
 A :class:`Problem` is a model, its SDE, the event shape and reference samples (plus the
 mixture itself when the model is the exact oracle of :mod:`scoregen.analytic`). A
 :class:`Method` is anything that turns ``x_T`` into samples: a registered scoregen sampler
-(:func:`scoregen_methods`) or a peer library's sampler (:mod:`scoregen.peers`). Every method
-starts from the same ``x_T`` (draw 0 of the per-sample :class:`~scoregen.noise.NoiseSource`,
-exactly what :func:`scoregen.sample` draws) and its NFE is *counted* by
-:class:`~scoregen.param.Denoiser`, never estimated.
+(:func:`scoregen_methods`) or a peer library's sampler (:mod:`scoregen.evaluation.peers`).
+Every method starts from the same ``x_T`` (draw 0 of the per-sample
+:class:`~scoregen.noise.NoiseSource`, exactly what :func:`scoregen.sample` draws) and its NFE
+is *counted* by :class:`~scoregen.param.Denoiser`, never estimated.
 
 NFE budgets become step counts honestly (:func:`plan_steps`): start at ``budget //
 nfe_per_step``, count the NFE of that grid on a one-sample batch, and move the step count
 until the counted NFE is the largest one ``<= budget``. Samplers that choose their own steps
 (``nfe_per_step=None``) run at a list of tolerances and are placed at their counted NFE.
 
-Metrics (:mod:`scoregen.metrics`): sliced Wasserstein distance to the reference samples
+Metrics (:mod:`scoregen.evaluation.metrics`): sliced Wasserstein distance to the reference samples
 (``swd``), and on mixtures the NLL gap and the total-variation error of the mode weights
 (``mode_tv``). The *noise floor* is the same metric between two independent exact sample
 sets of the same size: differences below it are not resolved by the sample size.
@@ -166,9 +166,9 @@ def checkpoint_problem(path: str | Path, n: int = 2000, *, reference: str | Path
     import numpy as np
 
     from scoregen import sde as sde_lib
-    from scoregen.checkpoint import load_model, read_checkpoint
-    from scoregen.config import parse_config
     from scoregen.data import load_dataset
+    from scoregen.training.checkpoint import load_model, read_checkpoint
+    from scoregen.training.config import parse_config
 
     model = load_model(path, ema=ema, device=device)
     process = sde_lib.get(sde) if sde else model.sde
@@ -275,8 +275,7 @@ def plan_steps(method: Method, problem: Problem, budget: int, seed: int = 0) -> 
 def evaluate(x: Tensor, problem: Problem, seed: int = 0) -> dict[str, float]:
     """``swd`` against the reference; ``nll_gap`` and ``mode_tv`` on mixtures; ``fd_digits``
     (Fréchet distance on the digits classifier's features) on 8x8 digit images."""
-    from scoregen import metrics
-
+    from scoregen.evaluation import digits_classifier, metrics
     x = x.detach().to(torch.float64).cpu()
     if not torch.isfinite(x).all():
         return {m: math.nan for m in problem.metric_names()}
@@ -286,7 +285,7 @@ def evaluate(x: Tensor, problem: Problem, seed: int = 0) -> dict[str, float]:
         out["nll_gap"] = metrics.nll_gap(x, problem.mixture, entropy=problem.entropy())
         out["mode_tv"] = metrics.mode_weight_error(x, problem.mixture)
     if "fd_digits" in problem.metric_names():
-        out["fd_digits"] = metrics.frechet_digits(x, problem.reference.to(x))
+        out["fd_digits"] = digits_classifier.frechet_digits(x, problem.reference.to(x))
     return {k: float(v) for k, v in out.items()}
 
 

@@ -4,7 +4,7 @@ Each step::
 
     lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
     x0    = data[randint(N, (B,))]                                 minibatch, with replacement
-    loss  = loss_fn(model, x0, generator)                          DSM / DDPM (scoregen.losses)
+    loss  = loss_fn(model, x0, generator)                          DSM / DDPM (training.losses)
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
 
@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.checkpoint import (
+from scoregen.models import ScoreModel
+from scoregen.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
     load_state,
@@ -39,8 +40,7 @@ from scoregen.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from scoregen.config import TrainConfig
-from scoregen.models import ScoreModel
+from scoregen.training.config import TrainConfig
 
 LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
 
@@ -52,8 +52,8 @@ class TrainingDivergedError(RuntimeError):
 @dataclass
 class TrainOptions(TrainConfig):
     """Trainer options: the fields of the ``train`` config section
-    (:class:`scoregen.config.TrainConfig`; ``out`` is not used by the trainer, which is given
-    its run folder) plus ``progress``, whether to show a tqdm bar."""
+    (:class:`scoregen.training.config.TrainConfig`; ``out`` is not used by the trainer, which
+    is given its run folder) plus ``progress``, whether to show a tqdm bar."""
 
     progress: bool = True
 
@@ -96,7 +96,8 @@ class Trainer:
     Args:
         model: the model to train (moved to the chosen device).
         data: training data in ``[-1, 1]``.
-        loss_fn: ``loss_fn(model, x0, generator) -> scalar`` (:func:`scoregen.losses.loss_for`).
+        loss_fn: ``loss_fn(model, x0, generator) -> scalar``
+            (:func:`scoregen.training.losses.loss_for`).
         options: :class:`TrainOptions`.
         out_dir: run folder for checkpoints, ``log.csv`` and plots (``None``: write nothing).
         run_config: stored in checkpoints (the validated config as a dict).
@@ -299,16 +300,16 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
 
 def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
                   resume: bool = False) -> Trainer:
-    """A :class:`Trainer` for a validated :class:`scoregen.config.Config`.
+    """A :class:`Trainer` for a validated :class:`scoregen.training.config.Config`.
 
     Seeds the model init with ``train.seed``, writes ``out_dir/config.yaml``, and resumes
     from ``out_dir``'s latest checkpoint when ``resume`` is set and one exists.
     """
-    from scoregen.config import save_config
     from scoregen.data import load_dataset
-    from scoregen.losses import loss_for
     from scoregen.models import build_network
     from scoregen.sde import get as get_sde
+    from scoregen.training.config import save_config
+    from scoregen.training.losses import loss_for
 
     out = Path(out_dir if out_dir is not None else cfg.train.out)
     data = load_dataset(cfg.data.name, "train", **cfg.data.options)

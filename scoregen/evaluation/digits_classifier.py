@@ -2,7 +2,7 @@
 
 The classifier plays the role the Inception network plays for FID (Heusel et al. 2017):
 its penultimate activations (``FEATURES = 64`` values after a ReLU) are the feature space
-of :func:`scoregen.metrics.frechet_distance`, and its softmax gives a confidence and a
+of :func:`scoregen.evaluation.metrics.frechet_distance`, and its softmax gives a confidence and a
 predicted-class histogram for the diversity of generated digits.
 
 It is trained by this module on the fixed ``train`` split of :mod:`scoregen.data.digits`
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from scoregen.evaluation.metrics import METRICS, frechet_distance
 
 FEATURES = 64
 CLASSES = 10
@@ -165,8 +167,6 @@ def digits_quality(samples: Tensor, reference: Tensor,
         ``class_entropy``: entropy in nats of the predicted-class histogram (diversity,
         at most ``log 10 = 2.303``); ``class_hist``: that histogram (10 fractions).
     """
-    from scoregen.metrics import frechet_distance
-
     net = get_classifier() if classifier is None else classifier
     samples = _check_images(samples)
     with torch.no_grad():
@@ -181,11 +181,20 @@ def digits_quality(samples: Tensor, reference: Tensor,
     }
 
 
+@METRICS.register("fd_digits", lower_is_better=True, target="reference",
+                  units="squared feature units")
+def frechet_digits(x: Tensor, y: Tensor) -> float:
+    """:func:`frechet_distance` on the penultimate features of the digits classifier
+    (this module); ``x``, ``y``: ``(N, 1, 8, 8)`` in ``[-1, 1]``."""
+    return frechet_distance(features(x), features(y))
+
+
 __all__ = [
     "DigitsClassifier",
     "accuracy",
     "digits_quality",
     "features",
+    "frechet_digits",
     "get_classifier",
     "load_digits_split",
     "resolve_cache_dir",

@@ -61,7 +61,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """See :mod:`scoregen.losses`: ``kind`` (auto, dsm, ddpm), ``weighting`` (sigma2,
+    """See :mod:`scoregen.training.losses`: ``kind`` (auto, dsm, ddpm), ``weighting`` (sigma2,
     likelihood, edm), ``t_sampling`` (uniform, importance, lognormal), EDM's ``p_mean``,
     ``p_std``."""
 
@@ -294,8 +294,8 @@ def parse_config(raw: dict[str, Any]) -> Config:
 
 def _check_consistency(cfg: Config) -> None:
     """Cross-section checks that need the registries (SDE arguments, weighting names)."""
-    from scoregen.losses import WEIGHTINGS
     from scoregen.sde import get
+    from scoregen.training.losses import WEIGHTINGS
 
     try:
         get(cfg.sde.name, **cfg.sde.options)

@@ -236,7 +236,7 @@ def _check_args(x: Tensor, divergence: str, probes: str, n_probes: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scoregen.likelihood [--preset ring8] [--n 256] [--sde vp ve linear]``.
+    """``python -m scoregen.evaluation.likelihood [--preset ring8] [--n 256] [--sde vp ve linear]``.
 
     Checks the ODE likelihood on the exact mixture oracle: for ``n`` exact samples of
     ``p_{t_min}`` prints the mean NLL from the ODE (default options) and from the closed

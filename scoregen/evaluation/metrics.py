@@ -22,6 +22,7 @@ name          quantity                                                   best
 ``nll_gap``   E_samples[-log p_data] - H(p_data), nats                   closer to 0
 ``mode_tv``   total variation of mode weights                            lower (0)
 ``fd_digits`` Fréchet distance on digits-classifier features             lower (0)
+              (registered by :mod:`scoregen.evaluation.digits_classifier`)
 ============  =========================================================  ==================
 """
 
@@ -254,16 +255,6 @@ def frechet_distance(feat_x: Tensor, feat_y: Tensor) -> float:
     return frechet_gaussians(mx, cx, my, cy)
 
 
-@METRICS.register("fd_digits", lower_is_better=True, target="reference",
-                  units="squared feature units")
-def frechet_digits(x: Tensor, y: Tensor) -> float:
-    """:func:`frechet_distance` on the penultimate features of the digits classifier
-    (:mod:`scoregen.digits_classifier`); ``x``, ``y``: ``(N, 1, 8, 8)`` in ``[-1, 1]``."""
-    from scoregen.digits_classifier import features
-
-    return frechet_distance(features(x), features(y))
-
-
 # -- value with its noise floor ----------------------------------------------------------------
 def with_floor(
     metric: Metric | str, samples: Tensor, target: Any, reference2: Tensor | None = None,
@@ -316,7 +307,6 @@ __all__ = [
     "MetricResult",
     "energy_distance",
     "evaluate",
-    "frechet_digits",
     "frechet_distance",
     "frechet_gaussians",
     "gaussian_fit",
@@ -330,7 +320,8 @@ __all__ = [
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m scoregen.metrics [--preset ring8 mix16] [--n 1000 5000]``: noise floors.
+    """``python -m scoregen.evaluation.metrics [--preset ring8 mix16] [--n 1000 5000]``:
+    noise floors.
 
     Prints each registered mixture/reference metric for an exact sample of ``n`` points
     against the preset mixture (reference: another exact set of ``n``): the floor a

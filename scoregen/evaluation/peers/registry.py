@@ -1,22 +1,11 @@
-"""Peer libraries' samplers run on scoregen's problems, for side-by-side comparison.
-
-Each peer sampler is registered here by name (``diffusers/ddim``, ``k-diffusion/euler``,
-...) with its library, declared NFE per step and whether it is stochastic, and runs through
-the same ``draw(model, sde, x_T, setting, seed) -> (x, counted NFE)`` signature as
-scoregen's own samplers (:class:`scoregen.compare.Method`): same start ``x_T``, same model
-(the exact oracle or a trained network), NFE counted by :class:`scoregen.param.Denoiser`.
-
-The libraries are optional (``pip install diffusers torchsde`` and ``pip install --no-deps
-k-diffusion``). Nothing is imported until a peer runs; :func:`peer_methods` returns the
-runnable peers and one line per library or sampler that cannot run, saying why.
-"""
+"""The registry of peer samplers and what they share (see :mod:`scoregen.evaluation.peers`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scoregen.compare import DrawFn, Method
+from scoregen.evaluation.compare import DrawFn, Method
 from scoregen.registry import Registry
 from scoregen.sde.base import SDE
 
@@ -27,7 +16,7 @@ class PeerUnavailableError(ImportError):
 
 @dataclass(frozen=True)
 class PeerSampler:
-    """A peer sampler: ``draw`` as in :class:`scoregen.compare.Method`; ``supports(sde)``
+    """A peer sampler: ``draw`` as in :class:`scoregen.evaluation.compare.Method`; ``supports(sde)``
     returns why it cannot run on ``sde`` (``None`` if it can)."""
 
     name: str
@@ -84,9 +73,3 @@ def peer_methods(names: Sequence[str] | None, sde: SDE) -> tuple[list[Method], l
                               peer.draw))
     return methods, messages
 
-
-from scoregen.peers import diffusers_schedulers, kdiffusion  # noqa: E402  (they register here)
-
-__all__ = ["PEERS", "PeerSampler", "PeerUnavailableError", "diffusers_schedulers",
-           "kdiffusion",
-           "list", "peer_methods", "register_peer", "unavailable"]

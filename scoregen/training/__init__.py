@@ -1,0 +1,39 @@
+"""Training: from a config and a dataset to a checkpoint.
+
+The stage between the core (SDEs, models, samplers) and evaluation:
+
+- :mod:`~scoregen.training.config`: typed, validated run configs (YAML/TOML/JSON, ``--set``).
+- :mod:`~scoregen.training.losses`: denoising score matching and the discrete DDPM loss.
+- :mod:`~scoregen.training.trainer`: the training loop (EMA, clipping, NaN stop) and
+  :func:`build_trainer`, which assembles a run from a config.
+- :mod:`~scoregen.training.checkpoint`: atomic safetensors checkpoints, safe loading.
+
+The trainer's public names are re-exported here (``from scoregen.training import
+build_trainer``).
+"""
+
+from __future__ import annotations
+
+from scoregen.training.trainer import (
+    LOG_FIELDS,
+    Trainer,
+    TrainingDivergedError,
+    TrainOptions,
+    TrainResult,
+    build_trainer,
+    make_sample_fn,
+    resolve_device,
+    resolve_precision,
+)
+
+__all__ = [
+    "LOG_FIELDS",
+    "TrainOptions",
+    "TrainResult",
+    "Trainer",
+    "TrainingDivergedError",
+    "build_trainer",
+    "make_sample_fn",
+    "resolve_device",
+    "resolve_precision",
+]
