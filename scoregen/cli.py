@@ -3,8 +3,10 @@
 Every module ``scoregen/commands/<name>.py`` is a subcommand, found with ``pkgutil``: it
 exposes ``add_arguments(parser)`` and ``run(args) -> int``, and the first line of its
 docstring is the command's help. A new command is a new file; nothing here changes.
-Expected failures (bad config, missing data, corrupt checkpoint, diverged training) print
-one ``error:`` line and return 1.
+Expected failures (bad config, missing data, corrupt checkpoint, a run folder in use,
+diverged training, non-finite samples, file-system errors) print one ``error:`` line and
+return 1; Ctrl-C prints ``interrupted`` and returns 130. Bad flags are argparse's: usage and
+one error line, exit 2.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from scoregen.training import TrainingDivergedError
 
-    return (ValueError, KeyError, FileNotFoundError, TrainingDivergedError)
+    return (ValueError, KeyError, OSError, TrainingDivergedError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,8 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except _expected_errors() as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        if isinstance(err, OSError) and err.filename is not None and err.strerror:
+            msg = f"{err.filename}: {err.strerror}"
         print(f"scoregen {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"scoregen {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ import numpy as np
 from torch import Tensor
 
 
+def clip_to_range(x: Tensor, lo: float = -1.0, hi: float = 1.0) -> tuple[Tensor, float]:
+    """``x`` clipped to the data range ``[lo, hi]`` and the fraction of values outside it."""
+    outside = float(((x < lo) | (x > hi)).float().mean()) if x.numel() else 0.0
+    return x.clamp(lo, hi), outside
+
+
 def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile images ``(B, C, H, W)`` in ``[-1, 1]`` into one ``(rows*(H+pad), ...)`` array in
     ``[0, 1]`` (``(..., 3)`` for RGB, 2-D for grey)."""

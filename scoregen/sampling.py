@@ -9,6 +9,7 @@ and times the run. Samplers themselves stay pure functions (see
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,15 @@ from scoregen.param import Denoiser, Model
 from scoregen.samplers import SAMPLERS
 from scoregen.samplers.grid import check_grid, time_grid
 from scoregen.sde.base import SDE
+
+
+class SamplerOptionError(TypeError, ValueError):
+    """An option the sampler does not take (a ``TypeError`` like any unexpected keyword, and a
+    ``ValueError`` like every bad input, so the CLI reports it in one line)."""
+
+
+class NonFiniteSamplesError(ValueError):
+    """A sampler returned NaN or infinite values; the message says how many and what to try."""
 
 
 @dataclass
@@ -63,6 +73,7 @@ def sample(
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Any = None,
+    check_finite: bool = True,
     **opts: Any,
 ) -> SampleResult:
     """Draw samples with the sampler registered as ``sampler``.
@@ -80,9 +91,16 @@ def sample(
             same seed gives the same sample whatever the batch size.
         progress: show a tqdm progress bar over the steps.
         callback: ``callback(i, t, x)`` after every step.
-        **opts: the sampler's own options (e.g. ``eta`` for DDIM).
+        check_finite: raise :class:`NonFiniteSamplesError` when a sample is NaN or infinite
+            (sweeps that score a failed run as NaN pass ``False``).
+        **opts: the sampler's own options (e.g. ``eta`` for DDIM); unknown names raise a
+            ``ValueError`` listing the known ones.
+
+    A model that declares its ``data_shape`` (:class:`~scoregen.models.ScoreModel` does)
+    refuses ``x_T`` of another event shape with a ``ValueError``.
     """
     fn = SAMPLERS.get(sampler)
+    check_options(sampler, fn, opts)
     if isinstance(shape_or_xT, Tensor):
         x = shape_or_xT
         if x.ndim < 1 or x.shape[0] == 0:
@@ -104,6 +122,10 @@ def sample(
     if seeds.shape != (batch,):
         raise ValueError(f"seeds must have shape ({batch},), got {tuple(seeds.shape)}")
     event = tuple((x.shape if x is not None else shape)[1:])
+    data_shape = getattr(model, "data_shape", None)
+    if data_shape is not None and event != tuple(data_shape):
+        raise ValueError(f"x_T has samples of shape {event}, but the model is for data of shape "
+                         f"{tuple(data_shape)}; pass (batch, {', '.join(map(str, data_shape))})")
     noise = NoiseSource(seeds.to(device), event, dtype=dtype, device=device)
     if x is None:
         x = sde.prior_std() * noise()
@@ -132,4 +154,24 @@ def sample(
     seconds = time.perf_counter() - start
     bar.close()
     x_out, info = (out if isinstance(out, tuple) else (out, {}))
+    if check_finite and not torch.isfinite(x_out).all():
+        bad = int((~torch.isfinite(x_out)).flatten(1).any(1).sum())
+        raise NonFiniteSamplesError(
+            f"{sampler} produced NaN or infinite values in {bad} of {x_out.shape[0]} samples; "
+            "the model's weights may be diverged (check its checkpoint), or try more steps or "
+            "another sampler")
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, dict(info))
+
+
+def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
+    """Refuse options the sampler does not take, naming the ones it does."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items()
+             if p.kind is p.KEYWORD_ONLY and k not in ("noise", "callback")]
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise SamplerOptionError(
+            f"sampler {name!r} got an unexpected keyword option "
+            f"{', '.join(map(repr, unknown))}; its options: {', '.join(known) or '(none)'}")

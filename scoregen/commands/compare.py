@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
 _DTYPES = {"float32": "float32", "float64": "float64"}
 
 
@@ -80,13 +78,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(items: list[str]) -> dict[str, dict[str, Any]]:
+    from scoregen.commands.sample import sampler_options
+    from scoregen.samplers import get
+    from scoregen.sampling import check_options
+
     opts: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         name, dot, opt = key.strip().rpartition(".")
         if not sep or not dot:
             raise ValueError(f"--opt {item!r} must look like sampler.key=value, e.g. ddim.eta=1.0")
-        opts.setdefault(name, {})[opt] = yaml.safe_load(value)
+        opts.setdefault(name, {}).update(sampler_options(name, [f"{opt}={value}"],
+                                                         f"--opt {name}."))
+    for name, found in opts.items():
+        check_options(name, get(name), found)
     return opts
 
 
@@ -96,6 +101,16 @@ def run(args: argparse.Namespace) -> int:
     from scoregen.evaluation import compare
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
+    for flag, value in (("--max-multi-nfe", args.max_multi_nfe), ("--show-nfe", args.show_nfe)):
+        if value is not None and value < (0 if flag == "--max-multi-nfe" else 1):
+            raise ValueError(f"{flag} must be {'>= 0' if flag == '--max-multi-nfe' else '>= 1'}"
+                             f", got {value}")
+    if args.tolerances is not None and not all(tol > 0 for tol in args.tolerances):
+        raise ValueError(f"--tolerances must be positive numbers, got {args.tolerances}")
+    if args.device != "auto":
+        from scoregen.training import resolve_device
+
+        resolve_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.checkpoint:
         from scoregen.training import resolve_device

@@ -13,6 +13,7 @@ fixed: a permutation with seed 0 holds out ``test_fraction`` of the images for `
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,18 @@ def _read_folder(folder: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> np.ndarray:
-    with np.load(path, allow_pickle=False) as data:
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"data.path {path} is a file but not an .npz; give a folder of images "
+                        "or an .npz file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a readable .npz file ({err.__class__.__name__}); "
+                        "write it with numpy.savez") from None
+    if not hasattr(data, "keys"):
+        raise DataError(f"{path} holds a single array, not an .npz archive; write it with "
+                        "numpy.savez(path, x=images)")
+    with data:
         keys = list(data.keys())
         key = next((k for k in ("x", "images") if k in keys), keys[0] if len(keys) == 1 else None)
         if key is None:

@@ -222,10 +222,11 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
             seeds = seeds_for(x_T.shape[0], seed, device=x_T.device)
             if setting.steps is not None:
                 res = sample(model, sde, x_T, _name, setting.steps, spacing=spacing,
-                             seeds=seeds, **_opts)
+                             seeds=seeds, check_finite=False, **_opts)
             else:
                 res = sample(model, sde, x_T, _name, None, ts=_adaptive_grid(sde), seeds=seeds,
-                             **tolerance_options(_name, setting.tolerance), **_opts)
+                             check_finite=False, **tolerance_options(_name, setting.tolerance),
+                             **_opts)
             return res.x, res.nfe
 
         methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw,

@@ -95,8 +95,17 @@ class ScoreModel(nn.Module):
             c["c_out"] = alpha * self.sigma_data * c["c_in"]
         return c
 
+    @property
+    def data_shape(self) -> tuple[int, ...] | None:
+        """The event shape ``D`` the network was built for (stored in checkpoints)."""
+        shape = getattr(self.network, "spec", {}).get("shape")
+        return tuple(shape) if shape is not None else None
+
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``."""
+        if self.data_shape is not None and tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(f"the model is for data of shape {self.data_shape}, got x of "
+                             f"shape {tuple(x.shape)}; pass (batch, *{self.data_shape})")
         t = batch_times(t, x)
         c = self.coefficients(t)
         dtype = next(self.network.parameters()).dtype

@@ -19,7 +19,9 @@ this class.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,6 +30,21 @@ from torch import Tensor
 from scoregen._shape import bcast
 
 Params = dict[str, Any]
+CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that check their times
+
+
+def _checked_times(method: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, Tensor], Tensor]:
+    """``method(self, t)`` that first checks ``t`` lies in ``[0, T]`` (:meth:`SDE.check_t`)."""
+    if getattr(method, "_checks_times", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self: SDE, t: Tensor) -> Tensor:
+        self.check_t(t)
+        return method(self, t)
+
+    checked._checks_times = True  # type: ignore[attr-defined]
+    return checked
 
 
 class SDE:
@@ -51,6 +68,15 @@ class SDE:
     name: str = "sde"
     default_spacing: str = "logsnr"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every ``alpha``/``sigma``/``f``/``g2``/``log_snr`` a subclass defines checks its
+        times, so a time outside ``[0, T]`` (or NaN) is a ``ValueError`` naming the SDE, never
+        a silent value."""
+        super().__init_subclass__(**kwargs)
+        for name in CHECKED:
+            if name in cls.__dict__:
+                setattr(cls, name, _checked_times(cls.__dict__[name]))
+
     def __init__(self, T: float = 1.0, t_min: float = 1e-3) -> None:
         if not (T > 0 and math.isfinite(T)):
             raise ValueError(f"T must be a positive finite number, got {T}")
@@ -69,10 +95,12 @@ class SDE:
         raise NotImplementedError
 
     # -- derived coefficients (override with closed forms where known) --------------------
+    @_checked_times
     def f(self, t: Tensor) -> Tensor:
         """Drift coefficient ``f(t) = d log alpha(t) / dt`` (autograd by default)."""
         return _time_derivative(lambda s: torch.log(self.alpha(s)), t)
 
+    @_checked_times
     def g2(self, t: Tensor) -> Tensor:
         """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 f(t) sigma^2`` (autograd by default)."""
         dvar = _time_derivative(lambda s: self.sigma(s) ** 2, t)
@@ -112,15 +140,22 @@ class SDE:
     # -- marginals -------------------------------------------------------------------------
     def check_t(self, t: Tensor) -> None:
         """Raise ``ValueError`` unless every time lies in the process range ``[0, T]``."""
-        t = torch.as_tensor(t)
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{self.name}: times must be finite, got {t}")
+        t = torch.as_tensor(t).detach()
+        if t.numel() == 0:
+            return
+        if t.numel() == 1:  # the common case of samplers: one time per step
+            lo = hi = float(t)
+        else:
+            lo, hi = (float(v) for v in torch.aminmax(t.reshape(-1)))
         tol = 1e-6 * self.T
-        if (t < -tol).any() or (t > self.T + tol).any():
-            raise ValueError(
-                f"{self.name}: time outside the SDE's range [0, {self.T}] "
-                f"(got min {t.min().item():.6g}, max {t.max().item():.6g})"
-            )
+        if lo >= -tol and hi <= self.T + tol:  # False for NaN too
+            return
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{self.name}: times must be finite numbers, got {t}")
+        raise ValueError(
+            f"{self.name}: time outside the SDE's range [0, {self.T}] (got min {lo:.6g}, max "
+            f"{hi:.6g}); pass times with 0 <= t <= {self.T}"
+        )
 
     def marginal_params(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(alpha(t), sigma(t))`` after checking that ``t`` is in range."""

@@ -85,9 +85,14 @@ class TrainConfig:
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
             ``bf16``.
-        threads: CPU threads for torch (0 = leave torch's default).
+        threads: CPU threads for torch (0 = from the environment: ``OMP_NUM_THREADS`` when
+            set, else the cores this process may use).
         log_every, ckpt_every, sample_every: intervals in steps (0 = only at the end).
         keep_checkpoints: how many of the newest checkpoints to keep.
+        max_seconds: wall-clock budget of one ``fit`` (0 = none): training stops cleanly
+            after the step that reaches it, with a checkpoint (``--time-limit``).
+        max_weight: the divergence guard never saves weights with ``|w|`` above it (0 = only
+            NaN/Inf are refused).
         out: the run folder.
     """
 
@@ -106,6 +111,8 @@ class TrainConfig:
     ckpt_every: int = 1000
     sample_every: int = 1000
     keep_checkpoints: int = 3
+    max_seconds: float = 0.0
+    max_weight: float = 1e4
     out: str = "runs/default"
 
 
@@ -170,6 +177,8 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "ckpt_every"): _NONNEG,
     ("train", "sample_every"): _NONNEG,
     ("train", "keep_checkpoints"): _POSITIVE,
+    ("train", "max_seconds"): _NONNEG,
+    ("train", "max_weight"): _NONNEG,
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
     ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
@@ -273,8 +282,32 @@ def _parse_section(name: str, cls: type, raw: Any) -> Any:
                 f"{name} keys: {', '.join(fields)}; {what} options: "
                 f"{', '.join(known) or '(none)'}"
             )
-    obj.options = dict(extra)
+    obj.options = {k: check_option(f"{name}.{k}", v, known[k]) for k, v in extra.items()}
     return obj
+
+
+def check_option(where: str, value: Any, default: Any) -> Any:
+    """Check a registered object's option against the type of its default value.
+
+    A default of ``None`` (or none) accepts anything; numbers must be numbers (ints where
+    the default is an int; floats also from strings such as ``1e-3``), booleans booleans,
+    strings strings, lists lists (the range of a value is the object's own check). Raises
+    :class:`ConfigError` naming ``where``.
+    """
+    if default is None or default is inspect.Parameter.empty or value is None:
+        return value
+    if isinstance(default, bool):
+        return _coerce(where, value, bool)
+    if isinstance(default, float) and not math.isfinite(default) and isinstance(
+            value, int | float) and not isinstance(value, bool):
+        return float(value)  # e.g. heun's s_tmax = inf
+    if isinstance(default, int | float):
+        return _coerce(where, value, int if isinstance(default, int) else float)
+    if isinstance(default, str):
+        return _coerce(where, value, str)
+    if isinstance(default, list | tuple) and not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: must be a list, got {value!r}")
+    return value
 
 
 def parse_config(raw: dict[str, Any]) -> Config:
