@@ -37,7 +37,7 @@ def main() -> None:
     if args.steps:
         overrides.append(f"train.steps={args.steps}")
     cfg = load_config(args.config, overrides)
-    trainer = build_trainer(cfg, progress=True)
+    trainer = build_trainer(cfg, progress=True, overwrite=True)
     start = time.perf_counter()
     result = trainer.fit()
     train_s = time.perf_counter() - start

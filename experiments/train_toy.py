@@ -54,7 +54,7 @@ def main() -> None:
             overrides.append(f"train.steps={args.steps}")
         cfg = load_config(path, overrides)
         start = time.perf_counter()
-        result = build_trainer(cfg, progress=True).fit()
+        result = build_trainer(cfg, progress=True, overwrite=True).fit()
         train_s = time.perf_counter() - start
 
         model = load_model(run)

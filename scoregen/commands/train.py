@@ -1,18 +1,36 @@
 """Train a score model from a config file (YAML, TOML or JSON).
 
 Writes into the run folder (``train.out``, or ``--out``): ``config.yaml``, ``log.csv``,
-``checkpoints/`` and ``samples/``. Examples::
+``checkpoints/`` and ``samples/``. A run folder holds one run: a fresh run refuses a folder
+that already holds one (``--resume`` continues it, ``--overwrite`` replaces it), and a lock
+keeps a second process out (docs/training.md, "Run folders"). Examples::
 
     scoregen train configs/toy2d.yaml
     scoregen train configs/toy2d.yaml --steps 200 --out runs/try --set train.lr=1e-3
     scoregen train configs/toy2d.yaml --out runs/try --steps 400 --resume
+    scoregen train configs/digits.yaml --time-limit 10m
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 from scoregen.training.config import load_config
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``10m``, ``1.5h`` (a ``ValueError`` otherwise)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*(s|m|min|h)?\s*", text,
+                         re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"--time-limit {text!r} is not a duration; use e.g. 90s, 10m or 1.5h")
+    seconds = float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+    if not seconds > 0:
+        raise ValueError(f"--time-limit must be > 0, got {text!r}")
+    return seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,28 +39,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (train.out)")
     parser.add_argument("--device", help="auto, cpu, cuda[:N] (train.device)")
     parser.add_argument("--seed", type=int, help="seed (train.seed)")
+    parser.add_argument("--time-limit", metavar="DURATION",
+                        help="stop cleanly with a checkpoint after this wall time, e.g. 10m "
+                             "(train.max_seconds)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         dest="overrides", help="override a config key, e.g. train.lr=1e-3 "
                         "(repeatable)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the run folder's latest checkpoint if there is one")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue the run in the folder from its latest checkpoint (a "
+                           "folder without one starts fresh)")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="delete the run already in the folder and start fresh")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over a stale lock left by a run that was killed")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from scoregen.training import build_trainer
+    from scoregen.training import build_trainer, resolve_threads
 
     overrides = list(args.overrides)
     for key, value in (("steps", args.steps), ("out", args.out), ("device", args.device),
                        ("seed", args.seed)):
         if value is not None:
             overrides.append(f"train.{key}={value}")
+    if args.time_limit is not None:
+        overrides.append(f"train.max_seconds={parse_duration(args.time_limit)}")
     cfg = load_config(args.config, overrides)
-    trainer = build_trainer(cfg, progress=not args.no_progress, resume=args.resume)
+    threads, source = resolve_threads(cfg.train.threads)
+    trainer = build_trainer(cfg, progress=not args.no_progress, resume=args.resume,
+                            overwrite=args.overwrite, break_lock=args.break_lock)
+    out = cfg.train.out
     if trainer.step:
-        print(f"resuming {cfg.train.out} from step {trainer.step}")
+        print(f"resuming {out} from step {trainer.step}")
+        for line in trainer.resume_changes:
+            print(f"  changed on resume: {line}")
+    elif args.resume:
+        print(f"nothing to resume in {out}: starting fresh")
+    if trainer.step >= cfg.train.steps:
+        trainer.lock.release()
+        print(f"{out} is already at step {trainer.step} (checkpoint {trainer.last_checkpoint});"
+              f" --steps {cfg.train.steps} is not beyond it, so nothing was trained. Give "
+              f"--steps > {trainer.step} to train further.")
+        return 0
+    print(f"training {out} to step {cfg.train.steps} on {trainer.device} with {threads} "
+          f"thread(s) ({source})")
     result = trainer.fit()
-    print(f"trained {result.step} steps in {result.seconds:.1f} s "
-          f"({result.examples_per_s:.0f} examples/s, last loss {result.loss:.4f}); "
-          f"checkpoint: {result.checkpoint}")
+    trained = result.step - result.start_step
+    how = (f"stopped at the time limit ({cfg.train.max_seconds:g} s) at step {result.step} of "
+           f"{cfg.train.steps}; continue with --resume" if result.stopped else
+           f"reached step {result.step}")
+    print(f"trained {trained} steps in {result.seconds:.1f} s ({result.examples_per_s:.0f} "
+          f"examples/s, last loss {result.loss:.4f}); {how}; checkpoint: {result.checkpoint}")
     return 0

@@ -7,6 +7,8 @@ The stage between the core (SDEs, models, samplers) and evaluation:
 - :mod:`~scoregen.training.trainer`: the training loop (EMA, clipping, NaN stop) and
   :func:`build_trainer`, which assembles a run from a config.
 - :mod:`~scoregen.training.checkpoint`: atomic safetensors checkpoints, safe loading.
+- :mod:`~scoregen.training.run_folder`: the run folder's lock, fresh/resume/overwrite rules
+  and resume checks.
 
 The trainer's public names are re-exported here (``from scoregen.training import
 build_trainer``).
@@ -24,6 +26,7 @@ from scoregen.training.trainer import (
     make_sample_fn,
     resolve_device,
     resolve_precision,
+    resolve_threads,
 )
 
 __all__ = [
@@ -36,4 +39,5 @@ __all__ = [
     "make_sample_fn",
     "resolve_device",
     "resolve_precision",
+    "resolve_threads",
 ]

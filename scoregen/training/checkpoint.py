@@ -23,6 +23,7 @@ gives a :class:`CheckpointError` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -139,9 +140,22 @@ def save_checkpoint(
     os.replace(tmp, final)
     _write_text(root / LATEST, name + "\n")
     if keep is not None:
-        for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old)
+        # prune by step number, and only older steps of this run: a checkpoint at a later
+        # step than the one just written is never deleted
+        older = sorted(s for s, _ in _steps(root) if s < step)
+        for s in older[:max(len(older) - (keep - 1), 0)]:
+            shutil.rmtree(root / f"step_{s:06d}", ignore_errors=True)
     return final
+
+
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the ``step_*`` checkpoint folders in ``root``, by step."""
+    found = []
+    for p in root.glob("step_*"):
+        with contextlib.suppress(ValueError):
+            if p.is_dir():
+                found.append((int(p.name[5:]), p))
+    return sorted(found)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -166,16 +180,44 @@ def find_checkpoint(path: str | Path) -> Path:
     for root in (path / "checkpoints", path):
         latest = root / LATEST
         if latest.is_file():
-            target = root / latest.read_text().strip()
-            if not (target / META).is_file():
-                raise CheckpointError(f"{latest} points at {target}, which is not a checkpoint")
-            return target
+            return _latest_target(latest)
+        if root.name == "checkpoints" and _steps(root):
+            raise CheckpointError(
+                f"{latest} is missing; {_candidates(root)}")
     if (path / META).is_file():
         return path
     if not path.exists():
         raise FileNotFoundError(f"no such run or checkpoint: {path}")
+    if (path / WEIGHTS).is_file():
+        raise CheckpointError(f"checkpoint {path} has {WEIGHTS} but no {META} (a damaged "
+                              "checkpoint); use another checkpoint of the run")
     raise CheckpointError(f"{path} holds no checkpoint (expected {META}, or "
                           f"checkpoints/{LATEST} in a run folder)")
+
+
+def _candidates(root: Path) -> str:
+    names = [p.name for _, p in _steps(root) if (p / META).is_file()]
+    if not names:
+        return f"{root} holds no complete checkpoint"
+    return (f"complete checkpoints in {root}: {', '.join(names)}; pass one of them "
+            f"(e.g. {root / names[-1]}) or write its name into {root / LATEST}")
+
+
+def _latest_target(latest: Path) -> Path:
+    """The checkpoint folder that ``LATEST`` names, with an error that says how to fix it."""
+    root = latest.parent
+    try:
+        name = latest.read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{latest} is unreadable ({err}); {_candidates(root)}") from None
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise CheckpointError(f"{latest} is damaged (holds {name[:40]!r}, not a checkpoint "
+                              f"name); {_candidates(root)}")
+    target = root / name
+    if not (target / META).is_file():
+        what = "does not exist" if not target.exists() else f"has no {META}"
+        raise CheckpointError(f"{latest} names {name}, which {what}; {_candidates(root)}")
+    return target
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

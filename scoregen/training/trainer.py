@@ -13,14 +13,22 @@ Every random draw of training (batch indices, ``t``, ``eps``) comes from one CPU
 equals an uninterrupted one bit for bit (given deterministic kernels, e.g. on the CPU).
 The LR schedule depends on the step only, so it is the same whatever ``steps`` a run is
 given. A NaN or infinite loss stops training with :class:`TrainingDivergedError`; checkpoints
-written before it are kept. Mixed precision: bf16 autocast on CUDA when ``precision`` is
-``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when available.
+written before it are kept. The divergence guard checks the weights before every save: weights
+(or EMA weights) that are non-finite or larger than ``max_weight`` in absolute value are never
+written, so the last checkpoint is always a finite one. ``max_seconds`` stops the run cleanly
+(a checkpoint at the step reached) once that much wall time has passed. The run folder's rules
+(exclusive lock, fresh/resume/overwrite, resume checks, ``log.csv`` truncated to the start
+step) live in :mod:`scoregen.training.run_folder`. Mixed precision: bf16 autocast on CUDA
+when ``precision`` is ``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when
+available.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -41,12 +49,23 @@ from scoregen.training.checkpoint import (
     save_checkpoint,
 )
 from scoregen.training.config import TrainConfig
+from scoregen.training.run_folder import (
+    RunLock,
+    check_writer,
+    clean_leftovers,
+    compare_model_configs,
+    config_changes,
+    has_checkpoints,
+    prepare,
+    truncate_log,
+)
 
 LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the message names the last good checkpoint."""
+    """The loss, gradients or weights became NaN, infinite or exploded; the message names the
+    last finite checkpoint."""
 
 
 @dataclass
@@ -64,10 +83,47 @@ class TrainOptions(TrainConfig):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given, checked to
+    exist (a ``ValueError`` naming the device and the fix otherwise)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:N "
+                         "or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: CUDA is not available here (torch "
+                             f"{torch.__version__}, no usable GPU); use cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: only {count} CUDA device(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda[:N] or mps")
+    return dev
+
+
+def resolve_threads(threads: int = 0) -> tuple[int, str]:
+    """CPU threads for torch and where the number came from: ``threads`` when > 0, else
+    ``OMP_NUM_THREADS`` when set, else the cores this process may run on."""
+    if threads > 0:
+        return threads, "train.threads"
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env is not None and env.strip():
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"OMP_NUM_THREADS={env!r} is not a positive integer; unset it "
+                             "or set train.threads")
+        return n, "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(int(cores or 1), 1), "cores"
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -88,6 +144,8 @@ class TrainResult:
     seconds: float
     examples_per_s: float
     checkpoint: Path | None
+    start_step: int = 0
+    stopped: str | None = None  # why it stopped before ``steps`` ("time limit")
 
 
 class Trainer:
@@ -116,8 +174,7 @@ class Trainer:
         sample_fn: Callable[[ScoreModel, int], Any] | None = None,
     ) -> None:
         self.opt = options or TrainOptions()
-        if self.opt.threads:
-            torch.set_num_threads(self.opt.threads)
+        torch.set_num_threads(resolve_threads(self.opt.threads)[0])
         self.device = resolve_device(self.opt.device)
         self.amp_dtype = resolve_precision(self.opt.precision, self.device)
         self.model = model.to(self.device).train()
@@ -132,6 +189,8 @@ class Trainer:
         self.run_config = run_config
         self.sample_fn = sample_fn
         self.last_checkpoint: Path | None = None
+        self.lock: RunLock | None = None  # held from build_trainer (or fit) to the end of fit
+        self.resume_changes: list[str] = []  # run-config keys changed on resume
 
     # -- pieces of the loop ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -175,14 +234,32 @@ class Trainer:
         self.update_ema()
         return value
 
-    def _diverged(self, value: float, what: str = "loss") -> None:
-        last = (f"the last good checkpoint is {self.last_checkpoint}"
+    def _diverged(self, value: float | str, what: str = "loss", step: int | None = None
+                  ) -> None:
+        last = (f"the last finite checkpoint is {self.last_checkpoint}"
                 if self.last_checkpoint else "no checkpoint was written yet")
+        became = f"became {value} (NaN/Inf)" if isinstance(value, float) else value
         raise TrainingDivergedError(
-            f"training stopped at step {self.step + 1}: the {what} became {value} "
-            f"(NaN/Inf); {last}. Lower train.lr, keep train.grad_clip > 0, or check the data "
+            f"training stopped at step {self.step + 1 if step is None else step}: the {what} "
+            f"{became}; {last}. Lower train.lr, keep train.grad_clip > 0, or check the data "
             "for NaN/Inf values."
         )
+
+    def check_weights(self) -> None:
+        """The divergence guard: raise :class:`TrainingDivergedError` (nothing saved) when the
+        weights or EMA weights are non-finite or exceed ``max_weight`` in absolute value."""
+        limit = self.opt.max_weight
+        for what, module in (("weights", self.model), ("EMA weights", self.ema)):
+            params = [p.detach().abs().amax() for p in module.parameters() if p.numel()]
+            if not params:
+                continue
+            worst = float(torch.stack(params).amax())
+            if not math.isfinite(worst):
+                self._diverged("are non-finite (NaN/Inf), so they were not saved", what,
+                               self.step)
+            if limit > 0 and worst > limit:
+                self._diverged(f"exploded (max |w| = {worst:.3g} > train.max_weight = "
+                               f"{limit:g}), so they were not saved", what, self.step)
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
@@ -191,6 +268,7 @@ class Trainer:
     def save(self) -> Path | None:
         if self.out_dir is None:
             return None
+        self.check_weights()
         self.last_checkpoint = save_checkpoint(
             self.out_dir / "checkpoints", self.step, self.model, ema=self.ema,
             optimizer=self.optimizer, rng=self.rng_state(), run_config=self.run_config,
@@ -199,8 +277,16 @@ class Trainer:
         return self.last_checkpoint
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, RNG."""
+        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, RNG.
+
+        The checkpoint's model config (network, data shape, prediction, SDE) must equal this
+        model's (:func:`~scoregen.training.run_folder.compare_model_configs`); other run-config
+        changes are allowed and listed in ``resume_changes``.
+        """
         ckpt = read_checkpoint(path)
+        compare_model_configs(ckpt.meta["model"], self.model.config(), ckpt.path)
+        if self.run_config is not None:
+            self.resume_changes = config_changes(ckpt.meta.get("run_config"), self.run_config)
         weights = ckpt.path / "weights.safetensors"
         load_state(self.model, ckpt.group("model"), weights)
         load_state(self.ema, ckpt.group("ema") if ckpt.meta.get("has_ema")
@@ -217,37 +303,57 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``options.steps``; checkpoint, log and plot along the way."""
         opt = self.opt
+        self._begin()
         log = _CsvLog(self.out_dir / "log.csv" if self.out_dir else None)
         bar = tqdm(total=opt.steps, initial=self.step, desc="train", disable=not opt.progress,
                    dynamic_ncols=True)
         start = t_log = time.perf_counter()
         first_step, losses, n_log, value, rate = self.step, [], 0, float("nan"), 0.0
+        stop = False  # the time limit was reached
         try:
-            while self.step < opt.steps:
+            while self.step < opt.steps and not stop:
                 value = self.train_step()
                 losses.append(value)
                 n_log += opt.batch_size
                 bar.update(1)
-                if self.step % opt.log_every == 0 or self.step == opt.steps:
+                stop = 0 < opt.max_seconds <= time.perf_counter() - start
+                if self.step % opt.log_every == 0 or self.step == opt.steps or stop:
                     now = time.perf_counter()
                     rate = n_log / max(now - t_log, 1e-9)
                     mean = sum(losses) / len(losses)
                     log.write(self.step, mean, self.lr_at(self.step - 1), rate, now - start)
                     bar.set_postfix(loss=f"{mean:.4f}", ex_s=f"{rate:.0f}")
                     losses, n_log, t_log = [], 0, now
-                if _due(self.step, opt.ckpt_every, opt.steps):
+                if _due(self.step, opt.ckpt_every, opt.steps) or stop:
                     self.save()
-                if self.sample_fn is not None and _due(self.step, opt.sample_every, opt.steps):
+                if self.sample_fn is not None and (
+                        _due(self.step, opt.sample_every, opt.steps) or stop):
                     self.sample_fn(self.ema, self.step)
+            if self.step == first_step and self.last_checkpoint is None:
+                self.save()  # nothing to train and nothing saved yet
         finally:
             bar.close()
             log.close()
-        if self.step == first_step:  # nothing to do (already trained to `steps`)
-            self.save()
+            if self.lock is not None:
+                self.lock.release()
         seconds = time.perf_counter() - start
         done = (self.step - first_step) * opt.batch_size
         return TrainResult(self.step, value, seconds, done / max(seconds, 1e-9),
-                           self.last_checkpoint)
+                           self.last_checkpoint, first_step, "time limit" if stop else None)
+
+    def _begin(self) -> None:
+        """Run-folder rules at the start of :meth:`fit`: take the lock (unless held), refuse
+        a folder whose checkpoints belong to another run, cut ``log.csv`` to this step."""
+        if self.out_dir is None:
+            return
+        if self.lock is None or not self.lock.held:
+            self.lock = RunLock(self.out_dir).acquire()
+        try:
+            check_writer(self.out_dir, self.last_checkpoint)
+            truncate_log(self.out_dir / "log.csv", self.step)
+        except BaseException:
+            self.lock.release()
+            raise
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -299,11 +405,16 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
 
 
 def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
-                  resume: bool = False) -> Trainer:
+                  resume: bool = False, *, overwrite: bool = False,
+                  break_lock: bool = False) -> Trainer:
     """A :class:`Trainer` for a validated :class:`scoregen.training.config.Config`.
 
-    Seeds the model init with ``train.seed``, writes ``out_dir/config.yaml``, and resumes
-    from ``out_dir``'s latest checkpoint when ``resume`` is set and one exists.
+    Takes the run folder's lock (held until the end of :meth:`Trainer.fit`; ``break_lock``
+    takes over a stale one), applies the run-folder rule (fresh: the folder must not hold a
+    run; ``resume``: continue from its latest checkpoint if there is one; ``overwrite``:
+    delete the run's files first), removes temporary leftovers of killed writers, seeds the
+    model init with ``train.seed`` and writes ``out_dir/config.yaml``. See
+    :mod:`scoregen.training.run_folder`.
     """
     from scoregen.data import load_dataset
     from scoregen.models import build_network
@@ -312,28 +423,39 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     from scoregen.training.losses import loss_for
 
     out = Path(out_dir if out_dir is not None else cfg.train.out)
-    data = load_dataset(cfg.data.name, "train", **cfg.data.options)
-    sde = get_sde(cfg.sde.name, **cfg.sde.options)
-    torch.manual_seed(cfg.train.seed)
-    net = build_network(cfg.model.network, tuple(data.shape[1:]), **cfg.model.options)
-    model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
-    loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
-                    cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
-    options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
-    device = resolve_device(options.device)
-    reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
-    trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
-                      make_sample_fn(cfg, out, reference, device))
-    if resume:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run, or "
+                         "replace it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run folder {out} is a file; choose another --out folder")
+    device = resolve_device(cfg.train.device)
+    lock = RunLock(out).acquire(break_stale=break_lock)
+    try:
+        clean_leftovers(out)
+        prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+        data = load_dataset(cfg.data.name, "train", **cfg.data.options)
+        sde = get_sde(cfg.sde.name, **cfg.sde.options)
+        torch.manual_seed(cfg.train.seed)
         try:
+            net = build_network(cfg.model.network, tuple(data.shape[1:]), **cfg.model.options)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
+                             f"shape {tuple(data.shape[1:])} with options "
+                             f"{cfg.model.options}: {err}") from None
+        model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
+        loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
+                        cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
+        options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
+        reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
+        trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
+                          make_sample_fn(cfg, out, reference, device))
+        trainer.lock = lock
+        if resume and has_checkpoints(out):
             trainer.resume(find_checkpoint(out))
-        except FileNotFoundError:
-            pass  # nothing to resume: start fresh
-        except CheckpointError as err:
-            if "holds no checkpoint" not in str(err):
-                raise
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+        save_config(cfg, out / "config.yaml")
+    except BaseException:
+        lock.release()
+        raise
     return trainer
 
 
@@ -347,4 +469,5 @@ __all__ = [
     "make_sample_fn",
     "resolve_device",
     "resolve_precision",
+    "resolve_threads",
 ]
