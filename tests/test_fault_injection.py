@@ -68,8 +68,8 @@ def _in_process(argv: list[str]) -> tuple[int, str]:
     return rc, out.getvalue() + err.getvalue()
 
 
-def _kill_randomly(argv: list[str], delay: float) -> int:
-    """Start a child, SIGKILL it ``delay`` s after training starts; its return code."""
+def _kill_randomly(argv: list[str], delay: float, sig: int = signal.SIGKILL) -> int:
+    """Start a child, send it ``sig`` ``delay`` s after training starts; its return code."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_env())
     assert proc.stdout is not None
@@ -78,7 +78,7 @@ def _kill_randomly(argv: list[str], delay: float) -> int:
             break
     time.sleep(delay)
     with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
     proc.communicate(timeout=120)
     return proc.returncode
 
@@ -118,7 +118,10 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path: Path) 
     codes = [_kill_randomly(_argv(config, run, "--resume", "--break-lock"),
                             rng.uniform(0.0, 0.4)) for _ in range(3)]
     assert -signal.SIGKILL in codes, codes  # at least one was killed mid-run
-    rc, text = _in_process(_argv(config, run, "--resume", "--break-lock"))
+    # SIGTERM unwinds like Ctrl-C: the lock is released, the next start needs no --break-lock
+    code = _kill_randomly(_argv(config, run, "--resume", "--break-lock"), 0.1, signal.SIGTERM)
+    assert code in (0, 128 + signal.SIGTERM) and not (run / ".lock").exists()
+    rc, text = _in_process(_argv(config, run, "--resume"))
     assert rc == 0, text
 
     # 4. the same bits as the uninterrupted run, and a clean run folder

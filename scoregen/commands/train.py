@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import sys
 
 from scoregen.training.config import load_config
 
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.time_limit is not None:
         overrides.append(f"train.max_seconds={parse_duration(args.time_limit)}")
     cfg = load_config(args.config, overrides)
+    # SIGTERM (kill, a job scheduler) unwinds like Ctrl-C, so the run folder's lock is released
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     threads, source = resolve_threads(cfg.train.threads)
     trainer = build_trainer(cfg, progress=not args.no_progress, resume=args.resume,
                             overwrite=args.overwrite, break_lock=args.break_lock)

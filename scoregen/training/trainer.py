@@ -259,7 +259,8 @@ class Trainer:
                                self.step)
             if limit > 0 and worst > limit:
                 self._diverged(f"exploded (max |w| = {worst:.3g} > train.max_weight = "
-                               f"{limit:g}), so they were not saved", what, self.step)
+                               f"{limit:g}; raise it if such weights are expected), so they "
+                               "were not saved", what, self.step)
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
