@@ -95,6 +95,17 @@ def grid_nodes(sde: SDE, ts: Tensor) -> list[Node]:
     return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
 
 
+def nodes_at(sde: SDE, lams: Sequence[float]) -> list[Node]:
+    """:func:`node_at` for many log-SNR values in one vectorised call (e.g. every stage of a
+    grid, before the sampling loop)."""
+    if not len(lams):
+        return []
+    ts = sde.t_from_log_snr(torch.tensor(list(lams), dtype=torch.float64))
+    coefs = zip(sde.alpha(ts).tolist(), sde.sigma(ts).tolist(), sde.log_snr(ts).tolist(),
+                strict=True)
+    return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
+
+
 def solver_steps(ts: Tensor) -> int:
     """Number of integration steps on ``ts`` (intervals, less the final denoising one)."""
     return len(ts) - 1 - int(ts[-1] == 0)
@@ -196,6 +207,7 @@ __all__ = [
     "moments",
     "node",
     "node_at",
+    "nodes_at",
     "phi",
     "sde_noise_std",
     "solve_moments",

@@ -41,13 +41,15 @@ NFE on a grid with ``n`` intervals:
 
 from __future__ import annotations
 
+import itertools
+
 from torch import Tensor
 
 from scoregen.samplers._exp import (
     check_choice,
     exp_step,
     grid_nodes,
-    node_at,
+    nodes_at,
     sde_noise_std,
     solver_steps,
     step_order,
@@ -122,6 +124,9 @@ def dpm_solver_pp_single(
     check_choice("solver_type", solver_type, SOLVER_TYPES)
     nodes = grid_nodes(sde, ts)
     end = FinalInterval(order, final)
+    fractions = (0.5,) if order == 2 else (1 / 3, 2 / 3)
+    pairs = list(itertools.pairwise(nodes))
+    stages = nodes_at(sde, [t.lam + f * (s.lam - t.lam) for t, s in pairs for f in fractions])
     for i in range(len(ts) - 1):
         t = nodes[i]
         x0_hat = denoiser(x, t.t).x0
@@ -132,12 +137,12 @@ def dpm_solver_pp_single(
             s = nodes[i + 1]
             h = s.lam - t.lam
             if order == 2:
-                u = node_at(sde, t.lam + h / 2)
+                u = stages[i]
                 x0_u = denoiser(exp_step(x, t, u, [x0_hat], [0.0]), u.t).x0
                 x = exp_step(x, t, s, [x0_hat, x0_u], [0.0, (u.lam - t.lam) / h],
                              midpoint=solver_type == "midpoint")
             else:
-                u1, u2 = node_at(sde, t.lam + h / 3), node_at(sde, t.lam + 2 * h / 3)
+                u1, u2 = stages[2 * i], stages[2 * i + 1]
                 x0_u1 = denoiser(exp_step(x, t, u1, [x0_hat], [0.0]), u1.t).x0
                 r12 = (u1.lam - t.lam) / (u2.lam - t.lam)
                 x0_u2 = denoiser(exp_step(x, t, u2, [x0_hat, x0_u1], [0.0, r12]), u2.t).x0
