@@ -4,9 +4,21 @@ The model is :class:`ZeroEps` (free), so the time is the sampler's own work: gri
 prediction conversions, noise, update arithmetic and NFE counting. Reported per model call
 (``extra_info["us_per_nfe"]``) at batch 1024 for 2-D vectors and 64 for 1x28x28 images,
 all on the discrete DDPM process so the diffusers schedulers run on the same problem.
+
+Run as a script, it measures everything *in one process, interleaved round by round* (so a
+loaded, shared machine slows every method alike) and reports ratios: each scoregen sampler's
+overhead per NFE against the fastest peer with the same update rule (``COUNTERPARTS``), and
+against one forward pass of the default MLP (``mlp``, width 128, depth 3) at the same batch::
+
+    python benchmarks/bench_sampler_overhead.py                 # vector2d, batch 1024
+    python benchmarks/bench_sampler_overhead.py --rounds 15 --out runs/overhead.md
 """
 
 from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +30,19 @@ from scoregen.evaluation.compare import Setting
 
 STEPS = 20
 TOLERANCE = 1e-3
+
+# scoregen sampler -> peers that take the same step (the fastest one is the bar)
+COUNTERPARTS = {
+    "ddim": ("diffusers/ddim", "k-diffusion/euler"),
+    "ode_euler": ("diffusers/euler", "k-diffusion/euler"),
+    "ancestral": ("diffusers/ddpm", "diffusers/euler_ancestral", "k-diffusion/euler_ancestral"),
+    "euler_maruyama": ("diffusers/ddpm", "diffusers/euler_ancestral",
+                       "k-diffusion/euler_ancestral"),
+    "heun": ("diffusers/heun", "k-diffusion/heun"),
+    "dpm_solver++": ("diffusers/dpmsolver_multistep", "k-diffusion/dpmpp_2m"),
+    "dpm_solver++_single": ("k-diffusion/dpm_2",),
+    "unipc": ("diffusers/unipc_multistep",),
+}
 
 
 def _problem(shape: tuple[int, ...]) -> compare.Problem:
@@ -37,6 +62,10 @@ def _methods() -> list[compare.Method]:
 METHODS = {m.name: m for m in _methods()}
 
 
+def _setting(method: compare.Method) -> Setting:
+    return Setting(tolerance=TOLERANCE) if method.adaptive else Setting(steps=STEPS)
+
+
 @pytest.mark.parametrize("workload", WORKLOADS, ids=[w[0] for w in WORKLOADS])
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_sampler_overhead(benchmark, name, workload):
@@ -44,10 +73,82 @@ def test_sampler_overhead(benchmark, name, workload):
     method = METHODS[name]
     problem = _problem(shape)
     x_T = compare.initial_noise(problem, batch, 0)
-    setting = Setting(tolerance=TOLERANCE) if method.adaptive else Setting(steps=STEPS)
+    setting = _setting(method)
     nfe = method.draw(problem.model, problem.sde, x_T, setting, 0)[1]
     benchmark.group = f"sampler overhead, {label}, batch {batch}"
     benchmark.pedantic(method.draw, args=(problem.model, problem.sde, x_T, setting, 0),
                        rounds=7, iterations=1, warmup_rounds=2)
     benchmark.extra_info.update(family=method.family, nfe=nfe, batch=batch,
                                 us_per_nfe=1e6 * benchmark.stats.stats.min / nfe)
+
+
+def measure(workload: tuple[str, tuple[int, ...], int], rounds: int) -> tuple[dict, float]:
+    """``({method: (us_per_nfe, nfe)}, us per MLP forward)``: minimum over interleaved
+    rounds of every method and of the default MLP's forward pass at the same batch."""
+    from scoregen.models import build_network
+
+    _, shape, batch = workload
+    problem = _problem(shape)
+    x_T = compare.initial_noise(problem, batch, 0)
+    net = build_network("mlp", shape).eval()
+    t = torch.full((batch,), 0.5)
+    best: dict[str, float] = {}
+    nfes: dict[str, int] = {}
+    mlp = float("inf")
+    with torch.no_grad():
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(STEPS):
+                net(x_T, t)
+            mlp = min(mlp, (time.perf_counter() - start) / STEPS)
+            for name, method in METHODS.items():
+                start = time.perf_counter()
+                _, nfe = method.draw(problem.model, problem.sde, x_T, _setting(method), 0)
+                per = (time.perf_counter() - start) / nfe
+                best[name] = min(best.get(name, float("inf")), per)
+                nfes[name] = nfe
+    return {k: (1e6 * v, nfes[k]) for k, v in best.items()}, 1e6 * mlp
+
+
+def table(results: dict, mlp_us: float, label: str, batch: int) -> str:
+    """Markdown: us/NFE, the fastest counterpart peer and the two ratios."""
+    lines = [f"Workload {label}, batch {batch}; default MLP forward {mlp_us:.0f} us.", "",
+             "| sampler | us/NFE | fastest peer counterpart (us/NFE) | ratio to peer | "
+             "% of MLP forward |", "|---|---|---|---|---|"]
+    for name in samplers.list():
+        us, _ = results[name]
+        peers = [(results[p][0], p) for p in COUNTERPARTS.get(name, ()) if p in results]
+        if peers:
+            peer_us, peer = min(peers)
+            cells = f"{peer} ({peer_us:.0f}) | {us / peer_us:.2f}"
+        else:
+            cells = "- | -"
+        lines.append(f"| {name} | {us:.0f} | {cells} | {100 * us / mlp_us:.1f}% |")
+    others = sorted(n for n in results if "/" in n)
+    lines += ["", "| peer | us/NFE |", "|---|---|"]
+    lines += [f"| {n} | {results[n][0]:.0f} |" for n in others]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--workloads", nargs="+", default=["vector2d"],
+                        choices=[w[0] for w in WORKLOADS])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="also write the tables to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = []
+    for workload in WORKLOADS:
+        if workload[0] in args.workloads:
+            results, mlp_us = measure(workload, args.rounds)
+            out.append(table(results, mlp_us, workload[0], workload[2]))
+            print(out[-1], flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

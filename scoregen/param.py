@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from scoregen._shape import batch_times, bcast
@@ -105,6 +106,8 @@ class Denoiser:
         self.sde = sde
         self.kind = model.prediction
         self.nfe = 0
+        self._coefficients: dict[tuple, tuple[Tensor, Tensor]] = {}  # (t, dtype, device)
+        self._grid: dict[float, tuple[Tensor, Tensor]] = {}
 
     def __call__(self, x: Tensor, t: Tensor) -> Prediction:
         tb = batch_times(t, x)
@@ -114,7 +117,33 @@ class Denoiser:
             raise ValueError(
                 f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}"
             )
+        if (isinstance(t, Tensor) and t.ndim == 0) or isinstance(t, float):
+            alpha, sigma = self._scalar_coefficients(float(t), x)
+            return to_x0_eps(out, self.kind, x, alpha, sigma)
         return to_x0_eps(out, self.kind, x, self.sde.alpha(tb), self.sde.sigma(tb))
+
+    def precompute(self, ts: Tensor) -> None:
+        """Compute ``alpha`` and ``sigma`` of every positive time of a grid in one vectorised
+        call (float64), before the sampling loop."""
+        ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
+        ts = ts[ts > 0]
+        for t, a, s in zip(ts.tolist(), self.sde.alpha(ts), self.sde.sigma(ts), strict=True):
+            self._grid[t] = (a, s)
+
+    def _scalar_coefficients(self, t: float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha(t), sigma(t))`` for one time shared by the batch, computed once per time
+        (in float64, then cast: the sampler's grid times repeat across calls)."""
+        key = (t, x.dtype, x.device)
+        cached = self._coefficients.get(key)
+        if cached is None:
+            known = self._grid.get(t)
+            if known is None:
+                t64 = torch.tensor(t, dtype=torch.float64)
+                known = self.sde.alpha(t64), self.sde.sigma(t64)
+            cached = tuple(c.to(dtype=x.dtype, device=x.device) for c in known)
+            if len(self._coefficients) < 100_000:
+                self._coefficients[key] = cached
+        return cached
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """``grad log p_t(x) = -eps_hat / sigma(t)``."""

@@ -139,6 +139,7 @@ def sample(
     ts = check_grid(ts, sde).to(device)
 
     denoiser = Denoiser(model, sde)
+    denoiser.precompute(ts)
     bar = tqdm(total=len(ts) - 1, desc=sampler, disable=not progress, leave=False)
 
     def on_step(i: int, t: Tensor, xi: Tensor) -> None:

@@ -87,8 +87,23 @@ def node_at(sde: SDE, lam: float) -> Node:
 
 def grid_nodes(sde: SDE, ts: Tensor) -> list[Node]:
     """Nodes of the positive times of a grid (a final ``0`` has none: it is the denoising
-    step)."""
-    return [node(sde, t) for t in ts if t > 0]
+    step), their coefficients computed in one vectorised call."""
+    ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
+    ts = ts[ts > 0]
+    coefs = zip(sde.alpha(ts).tolist(), sde.sigma(ts).tolist(), sde.log_snr(ts).tolist(),
+                strict=True)
+    return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
+
+
+def nodes_at(sde: SDE, lams: Sequence[float]) -> list[Node]:
+    """:func:`node_at` for many log-SNR values in one vectorised call (e.g. every stage of a
+    grid, before the sampling loop)."""
+    if not len(lams):
+        return []
+    ts = sde.t_from_log_snr(torch.tensor(list(lams), dtype=torch.float64))
+    coefs = zip(sde.alpha(ts).tolist(), sde.sigma(ts).tolist(), sde.log_snr(ts).tolist(),
+                strict=True)
+    return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
 
 
 def solver_steps(ts: Tensor) -> int:
@@ -192,6 +207,7 @@ __all__ = [
     "moments",
     "node",
     "node_at",
+    "nodes_at",
     "phi",
     "sde_noise_std",
     "solve_moments",

@@ -16,14 +16,14 @@ with ``alpha_ts = alpha_t / alpha_s`` and ``sigma_ts^2 = sigma_t^2 - alpha_ts^2 
   exactly their ``z = 0`` step. With fewer steps it strides over the chain.
 - On VE (``alpha = 1``) it is the ancestral sampler of SMLD (Song et al. 2021, eq. 47).
 
-One network evaluation per step.
+One network evaluation per step; the coefficients of every step are computed once, before
+the loop.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from scoregen._shape import bcast
 from scoregen.samplers.registry import register
 
 VARIANCES = ("posterior", "transition")
@@ -36,15 +36,17 @@ def ancestral(
     """Ancestral DDPM/SMLD chain over ``ts`` with the ``variance`` choice of Ho et al. 2020."""
     if variance not in VARIANCES:
         raise ValueError(f"unknown ancestral variance {variance!r}; known: {', '.join(VARIANCES)}")
+    t, s = ts[:-1].double().cpu(), ts[1:].double().cpu().clamp_min(sde.t_min)
+    c_x, c_0, std = sde.posterior(t, s)  # every step at once; a final 0 is replaced below
+    if variance == "transition":
+        std = sde.transition(s, t)[1]
+    coefs = list(zip(c_x.tolist(), c_0.tolist(), std.tolist(), strict=True))
     for i in range(len(ts) - 1):
-        t, s = ts[i], ts[i + 1]
-        x0 = denoiser(x, t).x0
-        if s == 0:
+        x0 = denoiser(x, ts[i]).x0
+        if ts[i + 1] == 0:
             x = x0
         else:
-            c_x, c_0, std = sde.posterior(t, s)
-            if variance == "transition":
-                std = sde.transition(s, t)[1]
-            x = bcast(c_x, x) * x + bcast(c_0, x) * x0 + bcast(std, x) * noise()
-        callback(i, s, x)
+            a, b, c = coefs[i]
+            x = a * x + b * x0 + c * noise()
+        callback(i, ts[i + 1], x)
     return x

@@ -35,7 +35,10 @@ import math
 from torch import Tensor
 
 from scoregen.samplers._exp import Node, grid_nodes, node, node_at
+from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
+
+SAFE_RATIO = 0.3  # steps with sigma~_{i+1} / sigma~_i below this correct in u (docstring)
 
 
 def _slope(denoiser, x_tilde: Tensor, at: Node) -> tuple[Tensor, Tensor]:
@@ -58,11 +61,16 @@ def _check(s_churn: float, s_tmin: float, s_tmax: float, s_noise: float) -> None
 def heun(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, s_churn: float = 0.0,
     s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
+    safe_ratio: float = SAFE_RATIO, final: str = "solve",
 ) -> Tensor:
     """EDM Heun over ``ts``; ``s_churn > 0`` adds Algorithm 2's noise (then stochastic)."""
     _check(s_churn, s_tmin, s_tmax, s_noise)
+    if not 0 <= safe_ratio < 1:
+        raise ValueError(f"safe_ratio must lie in [0, 1) (0: EDM's corrector on every step), "
+                         f"got {safe_ratio}")
     nodes, n = grid_nodes(sde, ts), len(ts) - 1
     gamma = min(s_churn / n, math.sqrt(2) - 1)
+    end = FinalInterval(2, final if gamma == 0 else "jump")
     top = node(sde, sde.T).sigma_edm
     x_tilde = x / nodes[0].alpha
     for i in range(n):
@@ -73,12 +81,17 @@ def heun(
             x_tilde = x_tilde + (spread * s_noise) * noise()
         x0_hat, d = _slope(denoiser, x_tilde, hat)
         if ts[i + 1] == 0:
-            x = x0_hat  # Euler to sigma~ = 0
+            x = end.solve(1.0, hat.sigma_edm, x_tilde, x0_hat)  # the final interval
         else:
+            end.record(1.0, hat.sigma_edm, x_tilde, x0_hat)
             s = nodes[i + 1]
             dt = s.sigma_edm - hat.sigma_edm
-            _, d_next = _slope(denoiser, x_tilde + dt * d, s)
-            x_tilde = x_tilde + dt * 0.5 * (d + d_next)
+            x0_next, d_next = _slope(denoiser, x_tilde + dt * d, s)
+            ratio = s.sigma_edm / hat.sigma_edm
+            if ratio < safe_ratio:  # trapezoid in u = 1 / sigma~: bounded for any ratio
+                x_tilde = ratio * x_tilde + (1 - ratio) * 0.5 * (x0_hat + x0_next)
+            else:
+                x_tilde = x_tilde + dt * 0.5 * (d + d_next)
             x = s.alpha * x_tilde
         callback(i, ts[i + 1], x)
     return x

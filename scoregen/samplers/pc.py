@@ -2,31 +2,36 @@
 Stochastic Differential Equations", Algorithms 2-5).
 
 Each step from ``t`` to ``s < t`` is one *predictor* step, then ``n_corrector`` Langevin
-*corrector* steps at ``s``:
+*corrector* steps at ``s``, all on the EDM scale ``x~ = x / alpha``, ``sigma~ = sigma / alpha``
+with ``D = x0_hat`` and ``r = sigma~_s / sigma~_t`` (so no coefficient grows like
+``sigma'(t) / sigma(t)``, see :mod:`~scoregen.samplers.euler_maruyama`):
 
-- predictor ``"reverse_diffusion"`` (their eq. 46, from the forward transition
-  ``x_t = a x_s + sqrt(v) z`` with ``a = alpha_t/alpha_s``, ``v = sigma_t^2 - a^2 sigma_s^2``)::
+- predictor ``"euler_maruyama"`` (default): Euler–Maruyama in SNR time,
+  :func:`~scoregen.samplers.euler_maruyama.snr_step`, i.e. the posterior step
+  ``x~_s = r^2 x~_t + (1 - r^2) D + sigma~_s sqrt(1 - r^2) z``;
+- predictor ``"reverse_diffusion"`` (their eq. 46, Euler–Maruyama in ``tau = sigma~^2``;
+  exactly their VE form)::
 
-      x_s = x_t - (a - 1) x_t + v score(x_t, t) + sqrt(v) z
+      x~_s = x~_t + (tau_t - tau_s) score~ + sqrt(tau_t - tau_s) z
+           = r^2 x~_t + (1 - r^2) D + sigma~_t sqrt(1 - r^2) z.
 
-  which is their VE (``a = 1``, ``v = sigma_t^2 - sigma_s^2``) and DDPM-VP (``a = sqrt(1 -
-  beta)``, ``v = beta``) discretisations in one formula;
-- predictor ``"euler_maruyama"``: :func:`~scoregen.samplers.euler_maruyama.euler_maruyama_step`;
-- corrector: annealed Langevin dynamics with signal-to-noise ratio ``r = snr``
-  (their Algorithms 4-5)::
+  Its noise has the *current* level ``sigma~_t``, ``1 / r`` times the posterior's: on a
+  grid with a step ratio ``r < MIN_RATIO_REVERSE_DIFFUSION = 0.5`` the excess noise is more
+  than a corrector can remove, and the sampler refuses the grid (naming the default);
+- corrector: annealed Langevin dynamics at ``s`` with signal-to-noise ratio ``snr``
+  (their Algorithms 4-5), with ``score~ = (D - x~) / sigma~_s^2``::
 
-      g = score(x, s),  z ~ N(0, I),  e = 2 a^2 (r ||z|| / ||g||)^2,
-      x <- x + e g + sqrt(2 e) z.
+      z ~ N(0, I),  e = 2 (snr ||z|| / ||score~||)^2,   x~ <- x~ + e score~ + sqrt(2 e) z.
 
-  ``a^2`` is the step's ``alpha_t^2 / alpha_s^2`` (their ``alpha_i = 1 - beta_i`` for VP, ``1``
-  for VE). ``step_size="sample"`` uses each sample's own norms, as the algorithms are
-  written. That step explodes where a sample's score is near zero (close to a mode, common in
-  low dimension), and the reference code averages the norms over the batch instead, which
-  ties a sample to its batch. The default ``step_size="noise_level"`` replaces the norms by
-  their expectations, ``||z||^2 = d`` and ``||g||^2 <= d / sigma_s^2`` (the Fisher
-  information of data convolved with ``N(0, sigma_s^2 I)``), giving ``e = 2 a^2 r^2
-  sigma_s^2``: the annealed Langevin step of Song & Ermon 2019 (``alpha_i proportional to
-  sigma_i^2``), per sample and never larger than the batch-averaged one in expectation.
+  ``step_size="sample"`` uses each sample's own norms, as the algorithms are written. That
+  step explodes where a sample's score is near zero (close to a mode, common in low
+  dimension), and the reference code averages the norms over the batch instead, which ties
+  a sample to its batch. The default ``step_size="noise_level"`` replaces the norms by their
+  expectations, ``||z||^2 = d`` and ``||score~||^2 <= d / sigma~_s^2`` (the Fisher
+  information of data convolved with ``N(0, sigma~_s^2 I)``), giving ``e = 2 snr^2
+  sigma~_s^2``: the annealed Langevin step of Song & Ermon 2019 (``alpha_i proportional to
+  sigma_i^2``), per sample, and a contraction ``x~ <- (1 - 2 snr^2) x~ + 2 snr^2 D + 2 snr
+  sigma~_s z`` for every grid.
 
 A final grid time of ``0`` is the denoising step (``x0_hat`` at ``t_min``, no corrector).
 NFE: ``1 + n_corrector`` per step, ``1`` for the final denoising step.
@@ -34,38 +39,52 @@ NFE: ``1 + n_corrector`` per step, ``1`` for the final denoising step.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from scoregen._shape import bcast
-from scoregen.samplers.euler_maruyama import euler_maruyama_step
+from scoregen.samplers.euler_maruyama import snr_coefficients, snr_step
 from scoregen.samplers.registry import register
 
-PREDICTORS = ("reverse_diffusion", "euler_maruyama")
+PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 STEP_SIZES = ("noise_level", "sample")
+MIN_RATIO_REVERSE_DIFFUSION = 0.5
 
 
-def reverse_diffusion_step(denoiser, sde, x: Tensor, t: Tensor, s: Tensor, noise) -> Tensor:
-    """Reverse-diffusion predictor step from ``t`` to ``s`` (Song et al. 2021, eq. 46)."""
-    a, std = sde.transition(s, t)
-    score = sde.score_from_eps(denoiser(x, t).eps, t)
-    return (2 - a) * x + std**2 * score + std * noise()
+def reverse_diffusion_step(denoiser, x: Tensor, t: Tensor, coef: tuple[float, float, float],
+                           noise) -> Tensor:
+    """Reverse-diffusion predictor (Song et al. 2021, eq. 46) with precomputed ``coef = (c_x,
+    c_0, std)`` of :func:`_reverse_diffusion_coefficients`."""
+    c_x, c_0, std = coef
+    return c_x * x + c_0 * denoiser(x, t).x0 + std * noise()
 
 
-def langevin_step(
-    denoiser, sde, x: Tensor, s: Tensor, a2: Tensor, snr: float, step_size: str, noise
-) -> Tensor:
-    """One Langevin corrector step at time ``s`` (Song et al. 2021, Algorithms 4-5)."""
-    score = sde.score_from_eps(denoiser(x, s).eps, s)
+def _reverse_diffusion_coefficients(sde, ts: Tensor) -> list[tuple[float, float, float]]:
+    """The posterior step's ``(c_x, c_0)`` with the noise of the current level (docstring)."""
+    c_x, c_0, std = snr_coefficients(sde, ts)
+    t, s = ts[:-1].double().cpu(), ts[1:].double().cpu().clamp_min(sde.t_min)
+    lift = (sde.log_snr(s) - sde.log_snr(t)).exp() * (ts[1:] > 0)  # 1 / r on positive steps
+    return list(zip(c_x, c_0, (torch.tensor(std, dtype=torch.float64) * lift).tolist(),
+                    strict=True))
+
+
+def langevin_step(denoiser, x: Tensor, s: Tensor, alpha: float, sigma_edm: float, snr: float,
+                  step_size: str, noise) -> Tensor:
+    """One Langevin corrector step at time ``s`` on the EDM scale (module docstring)."""
+    x0_hat = denoiser(x, s).x0
+    x_tilde = x / alpha
+    score = (x0_hat - x_tilde) / sigma_edm**2
     z = noise()
     if step_size == "sample":
         ratio = torch.linalg.vector_norm(z.flatten(1), dim=1) / torch.linalg.vector_norm(
             score.flatten(1), dim=1
         ).clamp_min(torch.finfo(x.dtype).tiny)
-    else:
-        ratio = sde.sigma(s)
-    step = bcast(2 * a2 * (snr * ratio) ** 2, x)
-    return x + step * score + (2 * step).sqrt() * z
+        step = 2 * (snr * ratio) ** 2
+        step = step.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        return alpha * (x_tilde + step * score + (2 * step).sqrt() * z)
+    step = 2 * (snr * sigma_edm) ** 2
+    return alpha * (x_tilde + step * score + math.sqrt(2 * step) * z)
 
 
 @register("pc", order=0.5, stochastic=True, nfe_per_step=2)
@@ -77,7 +96,7 @@ def predictor_corrector(
     *,
     noise,
     callback,
-    predictor: str = "reverse_diffusion",
+    predictor: str = "euler_maruyama",
     n_corrector: int = 1,
     snr: float = 0.16,
     step_size: str = "noise_level",
@@ -93,15 +112,31 @@ def predictor_corrector(
         )
     if not snr > 0:
         raise ValueError(f"the corrector's snr must be positive, got {snr}")
-    step = reverse_diffusion_step if predictor == "reverse_diffusion" else euler_maruyama_step
+    ts64 = ts.double().cpu()
+    pos = ts64[ts64 > 0]
+    alphas, sigmas = sde.alpha(pos).tolist(), sde.sigma(pos).tolist()
+    if predictor == "reverse_diffusion":
+        coefs = _reverse_diffusion_coefficients(sde, ts)
+        ratios = (sde.log_snr(pos[:-1]) - sde.log_snr(pos[1:])).exp()
+        if len(ratios) and float(ratios.min()) < MIN_RATIO_REVERSE_DIFFUSION:
+            raise ValueError(
+                f"predictor='reverse_diffusion' adds noise at the current level: on this grid "
+                f"a step shrinks sigma/alpha by {1 / float(ratios.min()):.3g}x (more than "
+                f"{1 / MIN_RATIO_REVERSE_DIFFUSION:g}x), which the corrector cannot undo; use "
+                "more steps, the default predictor='euler_maruyama', or dpm_solver++_sde")
+    else:
+        coefs = list(zip(*snr_coefficients(sde, ts), strict=True))
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
         if s == 0:
             x = denoiser(x, t).x0
         else:
-            x = step(denoiser, sde, x, t, s, noise)
-            a2 = sde.transition(s, t)[0] ** 2
+            if predictor == "reverse_diffusion":
+                x = reverse_diffusion_step(denoiser, x, t, coefs[i], noise)
+            else:
+                x = snr_step(denoiser, x, t, s, coefs[i], noise)
             for _ in range(n_corrector):
-                x = langevin_step(denoiser, sde, x, s, a2, snr, step_size, noise)
+                x = langevin_step(denoiser, x, s, alphas[i + 1], sigmas[i + 1] / alphas[i + 1],
+                                  snr, step_size, noise)
         callback(i, s, x)
     return x

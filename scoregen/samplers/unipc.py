@@ -20,8 +20,10 @@ Like the reference code, UniP-2 takes ``a_1 = 1/2`` and UniC-1 ``a^c_1 = 1/2`` (
 UniP-2 with ``bh2`` is DPM-Solver++(2M)). Warm-up and ``lower_order_final`` as in
 :func:`scoregen.samplers._exp.step_order`.
 
-A final grid time of ``0`` returns ``x0_hat`` at the last positive time, i.e. the evaluation
-``m_s`` that the last corrector used. NFE on a grid of ``n`` intervals: ``n``. ``order`` is
+A final grid time of ``0`` is solved at order ``order + 1`` from the history by
+:class:`~scoregen.samplers._final.FinalInterval` (``final="solve"``), or returns ``x0_hat`` at
+the last positive time, i.e. the evaluation ``m_s`` that the last corrector used
+(``final="jump"``). NFE on a grid of ``n`` intervals: ``n``. ``order`` is
 the predictor's order ``p`` in ``{1, 2, 3}`` (default 2: third-order UniPC).
 """
 
@@ -40,6 +42,7 @@ from scoregen.samplers._exp import (
     solver_steps,
     step_order,
 )
+from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
 
 VARIANTS = ("bh1", "bh2")
@@ -63,19 +66,21 @@ def _combine(terms: list[tuple[float, Tensor]], base: Tensor) -> Tensor:
 @register("unipc", order=3, stochastic=False, nfe_per_step=1)
 def unipc(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, order: int = 2,
-    variant: str = "bh2", lower_order_final: bool = True,
+    variant: str = "bh2", lower_order_final: bool = True, final: str = "solve",
 ) -> Tensor:
     """UniP-``order`` predictor + UniC corrector (one evaluation per step)."""
     check_choice("order", order, (1, 2, 3))
     check_choice("variant", variant, VARIANTS)
     nodes, steps = grid_nodes(sde, ts), solver_steps(ts)
+    end = FinalInterval(order + 1, final)
     history: list[tuple[Node, Tensor]] = [(nodes[0], denoiser(x, nodes[0].t).x0)]
     for i in range(len(ts) - 1):
         t, m_0 = history[0]
         if ts[i + 1] == 0:
-            x = m_0
+            x = end.solve(t.alpha, t.sigma_edm, x, m_0)
             callback(i, ts[i + 1], x)
             break
+        end.record(t.alpha, t.sigma_edm, x, m_0)
         s = nodes[i + 1]
         p = step_order(order, i, len(history), steps, lower_order_final)
         h = s.lam - t.lam

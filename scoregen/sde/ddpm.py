@@ -80,6 +80,16 @@ class DiscreteVPSDE(VariancePreserving):
         lab = knots[i] + w * (knots[i + 1] - knots[i])
         return (0.5 * lab).to(t.dtype)
 
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        """Exact inverse: ``log alpha_bar = -softplus(-2 lambda)``, then the knot interval
+        holding it and the linear interpolation inside it (no bisection)."""
+        target = -torch.nn.functional.softplus(-2 * lam.to(torch.float64))
+        knots = self._log_alpha_bar.to(target.device)  # decreasing from 0
+        i = torch.searchsorted(-knots, -target.contiguous()).clamp(1, self.n) - 1
+        lo, hi = knots[i], knots[i + 1]
+        w = ((target - lo) / (hi - lo)).clamp(0, 1)
+        return ((i + w) / self.n).clamp(0, self.T).to(lam.dtype)
+
     def f(self, t: Tensor) -> Tensor:
         i, _ = self._interval(t)
         slope = self.n * torch.log1p(-self.betas.to(t.device))[i]
