@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from scoregen.guidance import Classifier, Guidance, Guided, guide
 from scoregen.noise import NoiseSource, seeds_for
 from scoregen.param import Denoiser, Model
 from scoregen.samplers import SAMPLERS
@@ -63,6 +64,11 @@ def sample(
     device: torch.device | str | None = None,
     progress: bool = False,
     callback: Any = None,
+    cond: Tensor | int | None = None,
+    guidance: float | Guidance | None = None,
+    classifier: Classifier | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    threshold: float | None = None,
     **opts: Any,
 ) -> SampleResult:
     """Draw samples with the sampler registered as ``sampler``.
@@ -80,6 +86,14 @@ def sample(
             same seed gives the same sample whatever the batch size.
         progress: show a tqdm progress bar over the steps.
         callback: ``callback(i, t, x)`` after every step.
+        cond: class labels ``(B,)`` (or one int for all) of a class-conditional model.
+        guidance: the guidance scale ``w`` (0 unconditional, 1 conditional, the default with
+            ``cond``; > 1 guided) or a :class:`scoregen.guidance.Guidance`; classifier-free
+            unless ``classifier`` (``(x, t) -> logits``) is given.
+        guidance_interval: ``(t_lo, t_hi)``: guide only there (``w = 1`` elsewhere).
+        threshold: quantile of dynamic thresholding of ``x0_hat`` (e.g. 0.995; off by default).
+            See :mod:`scoregen.guidance` for the formulas and the NFE convention (one NFE per
+            guided call; ``info["network_rows_per_sample"]`` counts the doubled CFG batch).
         **opts: the sampler's own options (e.g. ``eta`` for DDIM).
     """
     fn = SAMPLERS.get(sampler)
@@ -116,6 +130,8 @@ def sample(
         ts = time_grid(sde, steps, spacing, denoise=denoise)
     ts = check_grid(ts, sde).to(device)
 
+    model = guide(model, cond, guidance, classifier=classifier, interval=guidance_interval,
+                  threshold=threshold, batch=batch)
     denoiser = Denoiser(model, sde)
     bar = tqdm(total=len(ts) - 1, desc=sampler, disable=not progress, leave=False)
 
@@ -132,4 +148,7 @@ def sample(
     seconds = time.perf_counter() - start
     bar.close()
     x_out, info = (out if isinstance(out, tuple) else (out, {}))
-    return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, dict(info))
+    info = dict(info)
+    if isinstance(model, Guided):
+        info["network_rows_per_sample"] = model.rows
+    return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
