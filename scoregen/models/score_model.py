@@ -95,13 +95,24 @@ class ScoreModel(nn.Module):
             c["c_out"] = alpha * self.sigma_data * c["c_in"]
         return c
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``."""
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a class-conditional network (label ``num_classes`` is the null label),
+        else ``None``."""
+        return getattr(self.network, "num_classes", 0) or None
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``; ``cond``:
+        labels ``(B,)`` of a class-conditional network (``None``: the null label)."""
         t = batch_times(t, x)
         c = self.coefficients(t)
         dtype = next(self.network.parameters()).dtype
         x_in = (bcast(c["c_in"], x) * x).to(dtype)
-        F = self.network(x_in, c["c_noise"].to(dtype)).to(x.dtype)
+        if cond is not None and self.num_classes is None:
+            raise ValueError("labels (cond) were given but the model is not class-conditional; "
+                             "train it with model.num_classes, or sample without cond/--class")
+        args = () if cond is None else (cond,)
+        F = self.network(x_in, c["c_noise"].to(dtype), *args).to(x.dtype)
         def coef(name: str) -> Tensor:
             return bcast(c[name], x).to(x.dtype)
 
