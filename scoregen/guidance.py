@@ -133,7 +133,8 @@ class Guided:
         self.prediction = model.prediction
         self.guidance = guidance
         self.n_classes = num_classes(model)
-        self.rows = 0.0
+        self.rows = 0.0  # network rows evaluated per sample (module docstring: NFE)
+        self._batch = 1
         g = guidance
         if labels is None:
             if g.scale != 1.0 or g.classifier is not None:
@@ -216,8 +217,6 @@ class Guided:
         pair = self.predict_pair(x, t)
         return from_x0_eps(pair, self.prediction, self.sde.alpha(t).to(x.dtype),
                            self.sde.sigma(t).to(x.dtype))
-
-    _batch = 1
 
 
 def dynamic_threshold(x0: Tensor, p: float, max_value: float = 1.0) -> Tensor:
