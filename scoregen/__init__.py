@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from scoregen import _moved, analytic, param, samplers, sde
 from scoregen.analytic import GaussianMixture
+from scoregen.guidance import Guidance
+from scoregen.inpaint import inpaint
 from scoregen.param import retarget
 from scoregen.sampling import SampleResult, sample
 
@@ -23,9 +25,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GaussianMixture",
+    "Guidance",
     "SampleResult",
     "__version__",
     "analytic",
+    "inpaint",
     "param",
     "retarget",
     "sample",

@@ -16,6 +16,20 @@ rotation per component, at any ``t``. With responsibilities ``r_k(x) = p(k | x_t
 The posterior mean is computed directly (not from the score), so it stays exact where
 ``alpha`` is tiny. :meth:`GaussianMixture.model` gives an object with the sampler model
 interface (:class:`scoregen.param.Model`), so every sampler can run on an exact score.
+
+Classes. Each component carries a class label ``c(k)`` (by default its own index). The
+class-conditional law is the mixture restricted to the class's components, so under the
+SDE ``p_t(x | y) = sum_{c(k)=y} w_k N(x; alpha mu_k, C_k) / sum_{c(k)=y} w_k``: its score
+and posterior mean are the formulas above with the responsibilities renormalised over
+``{k : c(k) = y}``. The exact noisy classifier is the summed responsibilities,
+``p_t(y | x) = sum_{c(k)=y} r_k(x)``, so ``grad log p_t(y | x) = score(x | y) - score(x)``
+holds exactly: classifier-free and classifier guidance at scale 1 both give exact
+conditional sampling (:mod:`scoregen.guidance`).
+
+Known coordinates. Given the coordinates ``x_K = v`` of a data sample, the rest is again a
+mixture (:meth:`GaussianMixture.condition`): component ``k`` becomes
+``N(mu_U + S_UK S_KK^{-1} (v - mu_K), S_UU - S_UK S_KK^{-1} S_KU)`` with weight
+``∝ w_k N(v; mu_K, S_KK)`` (Bishop 2006, sec. 2.3.1): the exact reference for inpainting.
 """
 
 from __future__ import annotations
@@ -41,6 +55,8 @@ class GaussianMixture:
             (shared isotropic variance).
         weights: ``(K,)`` non-negative, normalised here; uniform when omitted.
         shape: event shape of one sample (default ``(D,)``), e.g. ``(1, 8, 8)``.
+        labels: ``(K,)`` class of each component (default: component ``k`` is class ``k``);
+            classes must be ``0 .. C-1``, each with at least one component.
 
     All computation is float64 internally; outputs take the dtype of the input.
     """
@@ -51,6 +67,7 @@ class GaussianMixture:
         covs: Tensor | float,
         weights: Tensor | None = None,
         shape: tuple[int, ...] | None = None,
+        labels: Tensor | None = None,
     ) -> None:
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
@@ -79,6 +96,30 @@ class GaussianMixture:
             raise ValueError(f"shape {self.shape} does not hold {D} values")
         self.means, self.evals, self.evecs = means, evals.contiguous(), evecs.contiguous()
         self.weights = weights / weights.sum()
+        labels = torch.arange(K) if labels is None else torch.as_tensor(labels)
+        if (labels.shape != (K,) or labels.is_floating_point() or labels.min() < 0
+                or torch.unique(labels).numel() != int(labels.max()) + 1):
+            raise ValueError(f"labels must give each of the {K} components a class 0..C-1, "
+                             f"every class used; got {labels.tolist()}")
+        self.labels = labels.to(torch.int64)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return int(self.labels.max()) + 1
+
+    def restrict(self, y: int) -> GaussianMixture:
+        """The class-conditional law ``p(x | y)``: the components of class ``y``."""
+        if not 0 <= int(y) < self.num_classes:
+            raise ValueError(f"class {y} is outside [0, {self.num_classes})")
+        keep = self.labels == int(y)
+        return GaussianMixture(self.means[keep], self.covariances()[keep], self.weights[keep],
+                               self.shape)
+
+    def class_weights(self) -> Tensor:
+        """``p(y)``: ``(C,)``."""
+        return torch.zeros(self.num_classes, dtype=torch.float64).index_add_(
+            0, self.labels, self.weights)
 
     @property
     def dim(self) -> int:
@@ -129,6 +170,63 @@ class GaussianMixture:
         )
         return y, var, log_joint
 
+    def _class_mask(self, cond: Tensor | None, log_joint: Tensor) -> Tensor:
+        """``log_joint`` with the components outside each row's class set to ``-inf``
+        (label ``num_classes`` is the null label: no restriction)."""
+        if cond is None:
+            return log_joint
+        y = torch.as_tensor(cond, dtype=torch.int64, device=log_joint.device).expand(
+            log_joint.shape[0])
+        if ((y < 0) | (y > self.num_classes)).any():
+            raise ValueError(f"labels must lie in [0, {self.num_classes}] ({self.num_classes} "
+                             f"is the null label), got {y.unique().tolist()}")
+        keep = (self.labels.to(y.device)[None, :] == y[:, None]) | (y[:, None] == self.num_classes)
+        return log_joint.masked_fill(~keep, -math.inf)
+
+    def class_log_probs(
+        self, x: Tensor, sde: SDE | None = None, t: Tensor | float | None = None
+    ) -> Tensor:
+        """The exact noisy classifier ``log p_t(y | x) = log sum_{c(k)=y} r_k(x)``: ``(B, C)``
+        (differentiable in ``x``; data-space classifier when ``sde`` is None)."""
+        alpha, sigma = self._coefs(sde, t, x)
+        *_, log_joint = self._per_component(x, alpha, sigma)
+        log_r = torch.log_softmax(log_joint, dim=1)
+        index = self.labels.to(x.device)
+        out = torch.full((x.shape[0], self.num_classes), -math.inf, dtype=log_r.dtype,
+                         device=x.device)
+        for c in range(self.num_classes):
+            out[:, c] = torch.logsumexp(log_r[:, index == c], dim=1)
+        return out
+
+    def classifier(self, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
+        """``classifier(x, t) -> log p_t(y | x)``: the exact noise-conditional classifier."""
+        return lambda x, t: self.class_log_probs(x, sde, t)
+
+    def condition(self, known: Tensor, mask: Tensor) -> GaussianMixture:
+        """The exact law of the unknown coordinates given ``x[mask] = known[mask]``.
+
+        ``known``, ``mask``: one sample's values and a boolean mask of the event shape (or
+        flat ``(D,)``). Returns a mixture over the ``D - |mask|`` unknown coordinates (in
+        their flat order) with component weights updated by the evidence.
+        """
+        m = torch.as_tensor(mask, dtype=torch.bool).reshape(-1)
+        v = torch.as_tensor(known, dtype=torch.float64).reshape(-1)
+        if m.shape != (self.dim,) or v.shape != (self.dim,):
+            raise ValueError(f"known and mask must hold {self.dim} values, got "
+                             f"{tuple(v.shape)} and {tuple(m.shape)}")
+        if m.all() or not m.any():
+            raise ValueError("mask must mark some but not all coordinates as known")
+        S = self.covariances()
+        S_kk, S_uk, S_uu = S[:, m][:, :, m], S[:, ~m][:, :, m], S[:, ~m][:, :, ~m]
+        resid = v[m][None] - self.means[:, m]  # (K, Dk)
+        sol = torch.linalg.solve(S_kk, resid[..., None])[..., 0]
+        means = self.means[:, ~m] + torch.einsum("kuj,kj->ku", S_uk, sol)
+        covs = S_uu - S_uk @ torch.linalg.solve(S_kk, S_uk.transpose(1, 2))
+        covs = 0.5 * (covs + covs.transpose(1, 2))
+        logdet = torch.linalg.slogdet(S_kk)[1]
+        log_w = torch.log(self.weights) - 0.5 * ((resid * sol).sum(-1) + logdet)
+        return GaussianMixture(means, covs, torch.softmax(log_w, 0), labels=self.labels)
+
     def _coefs(self, sde: SDE | None, t: Tensor | float | None, x: Tensor) -> tuple[Tensor, Tensor]:
         if sde is None:
             one = torch.ones((), dtype=torch.float64, device=x.device)
@@ -152,11 +250,14 @@ class GaussianMixture:
         *_, log_joint = self._per_component(x, alpha, sigma)
         return torch.softmax(log_joint, dim=1)
 
-    def denoise(self, x: Tensor, sde: SDE, t: Tensor | float) -> Prediction:
-        """Exact ``(E[x0 | x_t = x], E[eps | x_t = x])`` at time ``t`` (scalar or ``(B,)``)."""
+    def denoise(self, x: Tensor, sde: SDE, t: Tensor | float, cond: Tensor | None = None
+                ) -> Prediction:
+        """Exact ``(E[x0 | x_t = x], E[eps | x_t = x])`` at time ``t`` (scalar or ``(B,)``);
+        given labels ``cond: (B,)``, the class-conditional ones."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         alpha, sigma = sde.marginal_params(t)
         y, var, log_joint = self._per_component(x, alpha, sigma)
+        log_joint = self._class_mask(cond, log_joint)
         r = torch.softmax(log_joint, dim=1)  # (B, K)
         a = alpha.to(torch.float64).reshape(-1, 1, 1)
         # E_k[x0 | x] = mu_k + U_k (alpha s_k / var) * y
@@ -166,11 +267,14 @@ class GaussianMixture:
         eps = (xf - bcast(alpha.to(torch.float64), xf) * x0) / bcast(sigma.to(torch.float64), xf)
         return Prediction(x0.reshape(x.shape).to(x.dtype), eps.reshape(x.shape).to(x.dtype))
 
-    def score(self, x: Tensor, sde: SDE, t: Tensor | float) -> Tensor:
-        """Exact ``grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k)``."""
+    def score(self, x: Tensor, sde: SDE, t: Tensor | float, cond: Tensor | None = None
+              ) -> Tensor:
+        """Exact ``grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k)`` (given labels
+        ``cond``: ``grad_x log p_t(x | y)``)."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         alpha, sigma = sde.marginal_params(t)
         y, var, log_joint = self._per_component(x, alpha, sigma)
+        log_joint = self._class_mask(cond, log_joint)
         r = torch.softmax(log_joint, dim=1)
         s = -torch.einsum("bk,kij,bkj->bi", r, self.evecs, y / var)
         return s.reshape(x.shape).to(x.dtype)
@@ -185,15 +289,20 @@ class GaussianMixture:
 
 
 class OracleModel:
-    """A :class:`GaussianMixture`'s exact prediction under one SDE (the sampler interface)."""
+    """A :class:`GaussianMixture`'s exact prediction under one SDE (the sampler interface).
+
+    Class-conditional: ``model(x, t, cond=labels)`` is the exact prediction of ``p(x | y)``;
+    label ``num_classes`` (the null label) is the unconditional mixture.
+    """
 
     def __init__(self, mixture: GaussianMixture, sde: SDE, prediction: str = "eps") -> None:
         self.mixture = mixture
         self.sde = sde
         self.prediction = check_prediction(prediction)
+        self.num_classes = mixture.num_classes
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        pair = self.mixture.denoise(x, self.sde, t)
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        pair = self.mixture.denoise(x, self.sde, t, cond)
         t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         out = from_x0_eps(pair, self.prediction, self.sde.alpha(t64).to(x.dtype),
                           self.sde.sigma(t64).to(x.dtype))

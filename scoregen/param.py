@@ -36,7 +36,10 @@ class Model(Protocol):
     """What samplers call: ``model(x: (B, *D), t: (B,)) -> prediction: (B, *D)``.
 
     ``prediction`` is one of :data:`PREDICTIONS`; ``sde`` is the process the prediction is
-    defined for (its ``alpha``, ``sigma`` give the conversions).
+    defined for (its ``alpha``, ``sigma`` give the conversions). A class-conditional model
+    also has ``num_classes`` and accepts ``model(x, t, cond=labels)`` with int64 labels
+    ``(B,)`` in ``[0, num_classes]`` (``num_classes`` is the null label, i.e. unconditional);
+    guidance (:mod:`scoregen.guidance`) wraps it into a plain model again.
     """
 
     prediction: str
@@ -97,7 +100,9 @@ class Denoiser:
     """A model seen by a sampler: returns ``(x0_hat, eps_hat)`` and counts NFE.
 
     ``nfe`` grows by one per call, i.e. per network evaluation on a batch; samplers never
-    estimate it. ``t`` may be a scalar or ``(B,)``.
+    estimate it. ``t`` may be a scalar or ``(B,)``. A model with a ``predict_pair(x, t)``
+    method (a guided model, :class:`scoregen.guidance.Guided`) gives the pair directly, so
+    guidance and thresholding reach every sampler through this one call.
     """
 
     def __init__(self, model: Model, sde: SDE) -> None:
@@ -111,6 +116,10 @@ class Denoiser:
 
     def __call__(self, x: Tensor, t: Tensor) -> Prediction:
         tb = batch_times(t, x)
+        pair_fn = getattr(self.model, "predict_pair", None)
+        if pair_fn is not None:
+            self.nfe += 1
+            return pair_fn(x, tb)
         out = self.model(x, tb)
         self.nfe += 1
         if out.shape != x.shape:
@@ -180,12 +189,14 @@ class Retargeted:
         self.model = model
         self.sde = sde
         self.prediction = model.prediction
+        self.num_classes = getattr(model, "num_classes", None)
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         src = self.model.sde
         t_src = src.t_from_log_snr(self.sde.log_snr(t))
         scale = src.alpha(t_src) / self.sde.alpha(t)
-        out = self.model(x * bcast(scale, x), t_src)
+        kw = {} if cond is None else {"cond": cond}
+        out = self.model(x * bcast(scale, x), t_src, **kw)
         pair = to_x0_eps(out, self.prediction, x * bcast(scale, x), src.alpha(t_src),
                          src.sigma(t_src))
         return from_x0_eps(pair, self.prediction, self.sde.alpha(t), self.sde.sigma(t))

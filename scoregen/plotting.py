@@ -39,10 +39,11 @@ def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
 
 
 def save_samples(x: Tensor, path: str | Path, title: str | None = None,
-                 reference: Tensor | None = None) -> Path:
+                 reference: Tensor | None = None, ncol: int | None = None) -> Path:
     """Write a PNG of samples ``x``: scatter for ``(B, 2)``, grid for ``(B, C, H, W)``.
 
-    ``reference`` (2-D only): real data drawn faintly behind the samples.
+    ``reference`` (2-D only): real data drawn faintly behind the samples. ``ncol``: images
+    per grid row (default: a square grid).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def save_samples(x: Tensor, path: str | Path, title: str | None = None,
         if reference is not None:
             ax.legend(loc="upper right", markerscale=4)
     elif x.ndim == 4:
-        grid = image_grid(x)
+        grid = image_grid(x, ncol)
         fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1,
                   interpolation="nearest")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from scoregen.guidance import Classifier, Guidance, Guided, guide
 from scoregen.noise import NoiseSource, seeds_for
 from scoregen.param import Denoiser, Model
 from scoregen.samplers import SAMPLERS
@@ -74,6 +75,11 @@ def sample(
     progress: bool = False,
     callback: Any = None,
     check_finite: bool = True,
+    cond: Tensor | int | None = None,
+    guidance: float | Guidance | None = None,
+    classifier: Classifier | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    threshold: float | None = None,
     **opts: Any,
 ) -> SampleResult:
     """Draw samples with the sampler registered as ``sampler``.
@@ -93,6 +99,14 @@ def sample(
         callback: ``callback(i, t, x)`` after every step.
         check_finite: raise :class:`NonFiniteSamplesError` when a sample is NaN or infinite
             (sweeps that score a failed run as NaN pass ``False``).
+        cond: class labels ``(B,)`` (or one int for all) of a class-conditional model.
+        guidance: the guidance scale ``w`` (0 unconditional, 1 conditional, the default with
+            ``cond``; > 1 guided) or a :class:`scoregen.guidance.Guidance`; classifier-free
+            unless ``classifier`` (``(x, t) -> logits``) is given.
+        guidance_interval: ``(t_lo, t_hi)``: guide only there (``w = 1`` elsewhere).
+        threshold: quantile of dynamic thresholding of ``x0_hat`` (e.g. 0.995; off by default).
+            See :mod:`scoregen.guidance` for the formulas and the NFE convention (one NFE per
+            guided call; ``info["network_rows_per_sample"]`` counts the doubled CFG batch).
         **opts: the sampler's own options (e.g. ``eta`` for DDIM); unknown names raise a
             ``ValueError`` listing the known ones.
 
@@ -138,6 +152,8 @@ def sample(
         ts = time_grid(sde, steps, spacing, denoise=denoise)
     ts = check_grid(ts, sde).to(device)
 
+    model = guide(model, cond, guidance, classifier=classifier, interval=guidance_interval,
+                  threshold=threshold, batch=batch)
     denoiser = Denoiser(model, sde)
     denoiser.precompute(ts)
     bar = tqdm(total=len(ts) - 1, desc=sampler, disable=not progress, leave=False)
@@ -161,7 +177,10 @@ def sample(
             f"{sampler} produced NaN or infinite values in {bad} of {x_out.shape[0]} samples; "
             "the model's weights may be diverged (check its checkpoint), or try more steps or "
             "another sampler")
-    return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, dict(info))
+    info = dict(info)
+    if isinstance(model, Guided):
+        info["network_rows_per_sample"] = model.rows
+    return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
 
 
 def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:

@@ -9,6 +9,12 @@ results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out. Examples::
     scoregen compare --preset mix64 --samplers ddim,heun --budgets 10,20,50
     scoregen compare --sde ddpm --peers            # with diffusers and k-diffusion
     scoregen compare --checkpoint runs/toy2d --reference test.npz
+    scoregen compare --preset ring8 --guidance 1,2,4,8   # classifier-free guidance, exact
+
+With ``--guidance``, every sampler (and peer) runs under classifier-free guidance on the
+exact class-conditional oracle, at each scale, against a dopri5 solve of the guided PF-ODE
+from the same noise; ``OUT/guidance_<w>/`` holds each scale's tables and ``OUT/guidance.md``
+the summary (endpoint error and class accuracy per sampler, scale and budget).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--reference", help="reference samples (.npz) for --checkpoint "
                      "(default: the test split of the run's dataset)")
     src.add_argument("--no-ema", action="store_true", help="use the raw weights")
+    src.add_argument("--guidance", type=_floats, help="classifier-free guidance scales on the "
+                     "exact oracle, e.g. 1,2,4,8 (0: unconditional, 1: conditional)")
     parser.add_argument("--samplers", type=_names, help="comma-separated scoregen samplers "
                         "(default: every registered one; `scoregen list samplers`)")
     parser.add_argument("--peers", nargs="?", const="all", type=str,
@@ -112,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
 
         resolve_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.guidance:
+        if args.checkpoint:
+            raise ValueError("--guidance runs on the exact oracle (--preset); it does not take "
+                             "--checkpoint")
+        return _run_guided(args, dtype or torch.float64)
     if args.checkpoint:
         from scoregen.training import resolve_device
 
@@ -145,3 +158,42 @@ def run(args: argparse.Namespace) -> int:
     for path in paths.values():
         print(f"  {path}")
     return 0
+
+
+def _methods(args: argparse.Namespace, sde: Any) -> list[Any]:
+    from scoregen.evaluation import compare
+
+    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
+    if args.peers:
+        from scoregen.evaluation import peers
+        names = None if args.peers == "all" else _names(args.peers)
+        found, messages = peers.peer_methods(names, sde)
+        for line in messages:
+            print(line)
+        methods += found
+    return methods
+
+
+def _run_guided(args: argparse.Namespace, dtype: Any) -> int:
+    from pathlib import Path
+
+    from scoregen.evaluation import compare
+
+    comps = {}
+    for w in args.guidance:
+        if w < 0:
+            raise ValueError(f"--guidance scales must be >= 0, got {w}")
+        problem = compare.guided_problem(args.preset, args.sde or "vp", w, args.n, args.seed,
+                                         dtype)
+        comp = compare.run_comparison(
+            problem, _methods(args, problem.sde), args.budgets, args.tolerances, n=args.n,
+            seed=args.seed, max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
+            progress=not args.no_progress)
+        comp.settings.update(spacing=args.spacing, guidance=w)
+        compare.write_outputs(comp, Path(args.out) / f"guidance_{w:g}", problem.reference)
+        comps[w] = comp
+    summary = Path(args.out) / "guidance.md"
+    summary.write_text(compare.guidance_summary(comps))
+    print(f"guided comparison at scales {', '.join(f'{w:g}' for w in comps)} -> {summary}")
+    return 0
+

@@ -6,6 +6,16 @@ section. Image samples are clipped to the data range ``[-1, 1]`` (the PNG always
 fell outside). Non-finite samples are an error (exit 1). Example::
 
     scoregen sample runs/toy2d --sampler ddim --steps 50 -n 512 --out toy.png
+    scoregen sample runs/digits_cond --class all --guidance 2 --sampler dpm_solver++ \
+        --steps 10 --out grid.png              # one row per class
+    scoregen sample runs/digits --inpaint data.npz --mask right-half --out filled.png
+
+``--class``: ``all`` (one grid row per class, ``-n`` per class), one label, or a
+comma-separated list (one row each); ``--guidance w``: 0 unconditional, 1 conditional (the
+default), > 1 classifier-free guided (docs/conditioning.md). ``--inpaint FILE``: ``.npz``
+with the known samples under ``x``; ``--mask`` names the region to fill (right-half,
+left-half, top-half, bottom-half, center); the PNG shows the inputs (filled region grey)
+above the results.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -47,6 +58,72 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep raw image values in the .npz (the PNG is always clipped)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cond = parser.add_argument_group("conditioning")
+    cond.add_argument("--class", dest="classes", metavar="all|Y|Y1,Y2,...",
+                      help="class labels of a class-conditional model")
+    cond.add_argument("--guidance", type=float, help="guidance scale w (0 unconditional, "
+                      "1 conditional, >1 guided; needs --class)")
+    cond.add_argument("--guidance-interval", metavar="T_LO,T_HI",
+                      help="apply the guidance scale only for t in [T_LO, T_HI]")
+    cond.add_argument("--threshold", type=float, metavar="P",
+                      help="dynamic thresholding of x0_hat at quantile P (e.g. 0.995)")
+    cond.add_argument("--inpaint", metavar="FILE.npz", help="known samples to complete")
+    cond.add_argument("--mask", default="right-half", help="region to fill with --inpaint "
+                      "(right-half, left-half, top-half, bottom-half, center)")
+    cond.add_argument("--resample", type=int, default=1,
+                      help="RePaint resampling per step with --inpaint (default 1: plain "
+                           "replacement)")
+
+
+def class_labels(spec: str, num_classes: int | None, n: int, path: str) -> tuple[Any, int]:
+    """``(labels (n',), images per row)`` for ``--class`` (``all``, ``Y`` or ``Y1,Y2,...``)."""
+    import torch
+
+    if num_classes is None:
+        raise ValueError(f"--class: the model at {path} has no classes (it was trained "
+                         "without model.num_classes); sample it without --class")
+    if spec == "all":
+        wanted = list(range(num_classes))
+    else:
+        try:
+            wanted = [int(v) for v in spec.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--class must be all, a label or labels separated by commas, "
+                             f"got {spec!r}") from None
+    for y in wanted:
+        if not 0 <= y < num_classes:
+            raise ValueError(f"--class: label {y} is outside [0, {num_classes}) for this model")
+    if len(wanted) == 1:
+        return torch.full((n,), wanted[0], dtype=torch.long), 0
+    per = max(1, n // len(wanted))
+    return torch.tensor(wanted).repeat_interleave(per), per
+
+
+def load_known(path: str, shape: tuple[int, ...], n: int) -> Any:
+    """The first ``n`` samples of an .npz (key ``x``, ``images`` or its only array) as a
+    float tensor ``(n', *shape)`` in ``[-1, 1]`` (uint8 images are rescaled)."""
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--inpaint: {file} does not exist")
+    with np.load(file, allow_pickle=False) as data:
+        keys = list(data.keys())
+        key = next((k for k in ("x", "images") if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise ValueError(f"--inpaint: {file} holds {keys}; store the samples under 'x'")
+        arr = data[key][:n]
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0 * 2 - 1
+    x = torch.as_tensor(np.asarray(arr, dtype=np.float64))
+    if x.shape[1:] != shape and x.ndim == len(shape) and (1, *x.shape[1:]) == shape:
+        x = x[:, None]  # (N, H, W) grey images
+    if x.shape[1:] != shape:
+        raise ValueError(f"--inpaint: samples in {file} have shape {tuple(x.shape[1:])} but "
+                         f"the model makes {shape}")
+    if x.abs().max() > 1 + 1e-6:
+        raise ValueError(f"--inpaint: values in {file} leave [-1, 1]; store data in [-1, 1]")
+    return x.to(torch.float32)
 
 
 def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> dict:
@@ -71,6 +148,8 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from scoregen import sde as sde_lib
     from scoregen.plotting import clip_to_range, save_samples
     from scoregen.samplers import SAMPLERS
@@ -95,23 +174,61 @@ def run(args: argparse.Namespace) -> int:
     n = defaults.n if args.n is None else args.n
     steps = defaults.steps if args.steps is None else args.steps
     seed = defaults.seed if args.seed is None else args.seed
-    shape = (n, *model.data_shape)
-    res = sample(model.under(target), target, shape, sampler, steps,
-                 spacing=args.spacing or defaults.spacing, seed=seed, device=device,
-                 progress=not args.no_progress, **opts)
+    event = tuple(model.data_shape)
+    labels, per_row = None, 0
+    if args.classes is not None:
+        labels, per_row = class_labels(args.classes, model.num_classes, n, args.path)
+        n = len(labels)
+    elif args.guidance is not None:
+        raise ValueError("--guidance needs --class (the classes to guide towards)")
+    cond_opts: dict[str, Any] = {"cond": labels, "guidance": args.guidance}
+    if args.guidance_interval:
+        lo, _, hi = args.guidance_interval.partition(",")
+        cond_opts["guidance_interval"] = (float(lo), float(hi))
+    if args.threshold is not None:
+        cond_opts["threshold"] = args.threshold
+    scale = 1.0 if args.guidance is None else args.guidance
+    what = "" if labels is None else f", guidance {scale:g}"
+    if args.inpaint:
+        from scoregen.inpaint import inpaint, region_mask
+
+        known = load_known(args.inpaint, event, n).to(device)
+        n = len(known)
+        if labels is not None and len(labels) != n:
+            labels = labels[:n] if len(labels) >= n else labels.repeat(n)[:n]
+            cond_opts["cond"] = labels
+        fill = region_mask(args.mask, event).to(device)
+        if "threshold" in cond_opts or "guidance_interval" in cond_opts:
+            raise ValueError("--inpaint takes --class and --guidance; not --threshold or "
+                             "--guidance-interval")
+        res = inpaint(model.under(target), target, known, ~fill, sampler, steps,
+                      spacing=args.spacing or defaults.spacing, seed=seed,
+                      resample=args.resample, progress=not args.no_progress,
+                      cond=cond_opts["cond"], guidance=cond_opts["guidance"], **opts)
+        shown = torch.where(fill, torch.zeros_like(known), known)
+        plot, per_row = torch.cat([shown, res.x]), n
+        what += f", inpaint {args.mask}"
+    else:
+        res = sample(model.under(target), target, (n, *event), sampler, steps,
+                     spacing=args.spacing or defaults.spacing, seed=seed, device=device,
+                     progress=not args.no_progress, **cond_opts, **opts)
+        plot = res.x
     x = res.x.float().cpu()
     images = x.ndim == 4
     clipped, outside = (clip_to_range(x) if images else (x, 0.0))
+    if images:
+        plot = clip_to_range(plot.float().cpu())[0]
     run_dir = ckpt.path.parent.parent
     name = f"sample_{sampler}" if adaptive else f"sample_{sampler}_{steps}"
     out = Path(args.out) if args.out else run_dir / "samples" / f"{name}.png"
     title = (f"{sampler}, {res.nfe} NFE" if adaptive else
-             f"{sampler}, {steps} steps, {res.nfe} NFE") + f", step {ckpt.step}"
-    save_samples(clipped, out, title)
+             f"{sampler}, {steps} steps, {res.nfe} NFE") + f"{what}, step {ckpt.step}"
+    save_samples(plot, out, title, ncol=per_row or None)
     keep_raw = args.no_clip or not images
     npz = out.with_suffix(".npz")
+    extra = {} if labels is None else {"labels": labels.cpu().numpy()}
     np.savez(npz, x=(x if keep_raw else clipped).numpy(), nfe=res.nfe, ts=res.ts.numpy(),
-             seed=seed, sampler=sampler, clipped=not keep_raw, out_of_range=outside)
+             seed=seed, sampler=sampler, clipped=not keep_raw, out_of_range=outside, **extra)
     print(f"{n} samples ({res.nfe} NFE, {res.seconds:.2f} s) -> {out} and {npz}")
     if images:
         what = "kept raw in the .npz" if args.no_clip else "clipped (--no-clip keeps raw values)"

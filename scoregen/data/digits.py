@@ -30,7 +30,8 @@ def digits_with_labels(split: str = "train") -> tuple[Tensor, Tensor]:
     return x[idx], labels[idx]
 
 
-@register("digits", kind="image")
-def digits(split: str = "train") -> Tensor:
+@register("digits", kind="image", labeled=True)
+def digits(split: str = "train", labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """scikit-learn 8x8 digits as (1, 8, 8) images in [-1, 1] (1500 train / 297 test)."""
-    return digits_with_labels(split)[0]
+    x, y = digits_with_labels(split)
+    return (x, y) if labels else x

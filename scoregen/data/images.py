@@ -1,10 +1,13 @@
 """Your own images: a folder of image files or an ``.npz`` array.
 
 - Folder: every ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` file (sorted by name), read with
-  Pillow (installed with matplotlib). All must share one size and channel count.
+  Pillow (installed with matplotlib). All must share one size and channel count. A folder
+  of sub-folders (``root/<class>/*.png``) is read class by class: the label of an image is
+  the index of its sub-folder's name in sorted order.
 - ``.npz``: the array under key ``x`` (or ``images``, or the only array), laid out
   ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with ``C`` in 1, 3, 4; uint8 values
-  are ``0..255``, float values ``[0, 1]`` (or already ``[-1, 1]``).
+  are ``0..255``, float values ``[0, 1]`` (or already ``[-1, 1]``). Class labels come from
+  an integer array ``labels`` (or ``y``) of length ``N``.
 
 Values map to ``[-1, 1]``; samples have shape ``(C, H, W)``. ``size`` (``[H, W]``) and
 ``channels`` are checked when given, with an error naming the offending file. The split is
@@ -38,8 +41,28 @@ def _read_image(path: Path) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C) uint8
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+
+
+def _read_classes(folder: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images of ``folder`` and, for a folder of class sub-folders, their labels."""
+    if _image_files(folder):
+        return _read_folder(folder), None
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and _image_files(p))
+    if not classes:
+        raise DataError(f"no image files ({', '.join(EXTENSIONS)}) in {folder} or in "
+                        "sub-folders of it")
+    parts = [_read_folder(c) for c in classes]
+    if len({p.shape[1:] for p in parts}) > 1:
+        raise DataError(f"{folder}: the class folders hold images of different sizes "
+                        f"or channel counts ({', '.join(c.name for c in classes)})")
+    labels = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+    return np.concatenate(parts), labels
+
+
 def _read_folder(folder: Path) -> np.ndarray:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+    files = _image_files(folder)
     if not files:
         raise DataError(f"no image files ({', '.join(EXTENSIONS)}) in {folder}")
     first = _read_image(files[0])
@@ -55,7 +78,7 @@ def _read_folder(folder: Path) -> np.ndarray:
     return out.transpose(0, 3, 1, 2)
 
 
-def _read_npz(path: Path) -> np.ndarray:
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if path.suffix.lower() != ".npz":
         raise DataError(f"data.path {path} is a file but not an .npz; give a folder of images "
                         "or an .npz file")
@@ -69,11 +92,15 @@ def _read_npz(path: Path) -> np.ndarray:
                         "numpy.savez(path, x=images)")
     with data:
         keys = list(data.keys())
-        key = next((k for k in ("x", "images") if k in keys), keys[0] if len(keys) == 1 else None)
+        label_key = next((k for k in ("labels", "y") if k in keys), None)
+        image_keys = [k for k in keys if k != label_key]
+        key = next((k for k in ("x", "images") if k in keys),
+                   image_keys[0] if len(image_keys) == 1 else None)
         if key is None:
             raise DataError(f"{path}: cannot tell which array holds the images (keys {keys}); "
                             "store them under 'x'")
         arr = data[key]
+        labels = None if label_key is None else data[label_key]
     if arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
@@ -81,7 +108,7 @@ def _read_npz(path: Path) -> np.ndarray:
     elif not (arr.ndim == 4 and arr.shape[1] in (1, 3, 4)):
         raise DataError(f"{path}: array {key!r} has shape {arr.shape}; expected (N, H, W), "
                         "(N, H, W, C) or (N, C, H, W) with C in 1, 3, 4")
-    return arr
+    return arr, labels
 
 
 def _to_unit_range(arr: np.ndarray, source: Path) -> Tensor:
@@ -97,21 +124,22 @@ def _to_unit_range(arr: np.ndarray, source: Path) -> Tensor:
                     "[-1, 1] (or store uint8 0..255)")
 
 
-@register("images", kind="image")
+@register("images", kind="image", labeled=True)
 def images(
     split: str = "train",
     path: str = "",
     size: list[int] | None = None,
     channels: int | None = None,
     test_fraction: float = 0.1,
-) -> Tensor:
+    labels: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """A folder of images or an .npz array as (C, H, W) images in [-1, 1] (data.path)."""
     if not path:
         raise DataError("dataset 'images' needs data.path: a folder of images or an .npz file")
     source = Path(path).expanduser()
     if not source.exists():
         raise FileNotFoundError(f"image data {source} does not exist")
-    arr = _read_folder(source) if source.is_dir() else _read_npz(source)
+    arr, y = _read_classes(source) if source.is_dir() else _read_npz(source)
     _, C, H, W = arr.shape
     if channels is not None and channels != C:
         raise DataError(f"{source}: images have {C} channel(s), expected {channels} "
@@ -128,4 +156,11 @@ def images(
     if len(idx) == 0:
         raise DataError(f"{source}: the {split} split is empty ({len(x)} images, "
                         f"test_fraction={test_fraction})")
-    return x[idx]
+    if not labels:
+        return x[idx]
+    if y is None:
+        raise DataError(f"{source} has no class labels: store an integer array 'labels' in "
+                        "the .npz, or put the images in one sub-folder per class")
+    if np.shape(y) != (len(x),):
+        raise DataError(f"{source}: {len(x)} images but labels of shape {np.shape(y)}")
+    return x[idx], torch.as_tensor(np.asarray(y), dtype=torch.int64)[idx]

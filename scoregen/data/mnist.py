@@ -20,6 +20,7 @@ from torch import Tensor
 from scoregen.data.registry import DataError, register
 
 FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+LABEL_FILES = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -60,12 +61,20 @@ def find_file(root: Path, name: str) -> Path:
     )
 
 
-@register("mnist", kind="image")
-def mnist(split: str = "train", root: str = "data/mnist") -> Tensor:
-    """MNIST digits from local IDX files in ``root`` as (1, 28, 28) images in [-1, 1]."""
+@register("mnist", kind="image", labeled=True)
+def mnist(split: str = "train", root: str = "data/mnist", labels: bool = False
+          ) -> Tensor | tuple[Tensor, Tensor]:
+    """MNIST digits from local IDX files in ``root`` as (1, 28, 28) images in [-1, 1]
+    (labels from ``train-labels-idx1-ubyte`` / ``t10k-labels-idx1-ubyte``)."""
     path = find_file(Path(root).expanduser(), FILES[split])
     images = read_idx(path)
     if images.ndim != 3:
         raise DataError(f"{path}: expected (N, H, W) images, got dimensions {images.shape}")
     x = torch.from_numpy(images.astype(np.float32)) / 255.0 * 2 - 1
-    return x[:, None]
+    if not labels:
+        return x[:, None]
+    label_path = find_file(Path(root).expanduser(), LABEL_FILES[split])
+    y = read_idx(label_path)
+    if y.shape != (len(x),):
+        raise DataError(f"{label_path}: {y.shape} labels for {len(x)} images")
+    return x[:, None], torch.from_numpy(y.astype(np.int64))

@@ -2,6 +2,9 @@
 
 A dataset is a function ``fn(split="train", **options) -> Tensor`` returning float32 data
 ``(N, *D)`` scaled to ``[-1, 1]``; ``split`` is ``"train"`` or ``"test"`` (a fixed split).
+A dataset registered with ``labeled=True`` also takes ``labels: bool`` and then returns
+``(x, y)`` with int64 class labels ``y: (N,)`` in ``0 .. C-1``
+(``load_dataset(..., labels=True)``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from scoregen.registry import Registry
@@ -23,19 +27,22 @@ class DataError(ValueError):
     """A dataset could not be read (wrong size, channels, format); the message says why."""
 
 
-def register(name: str, kind: str) -> Callable[[DatasetFn], DatasetFn]:
-    """Register a dataset function under ``name`` (``kind``: ``toy``, ``mixture``, ``image``)."""
-    return DATASETS.register(name, kind=kind)
+def register(name: str, kind: str, labeled: bool = False) -> Callable[[DatasetFn], DatasetFn]:
+    """Register a dataset function under ``name`` (``kind``: ``toy``, ``mixture``, ``image``;
+    ``labeled``: it gives class labels)."""
+    return DATASETS.register(name, kind=kind, labeled=labeled)
 
 
 def dataset_options(name: str) -> dict[str, Any]:
     """Keyword options of dataset ``name`` (except ``split``) with their defaults."""
     sig = inspect.signature(DATASETS.get(name))
-    return {k: p.default for k, p in sig.parameters.items() if k != "split"}
+    return {k: p.default for k, p in sig.parameters.items() if k not in ("split", "labels")}
 
 
-def load_dataset(name: str, split: str = "train", **options: Any) -> Tensor:
-    """Data of dataset ``name`` for ``split``; unknown options raise a ``ValueError``."""
+def load_dataset(name: str, split: str = "train", labels: bool = False,
+                 **options: Any) -> Tensor | tuple[Tensor, Tensor]:
+    """Data of dataset ``name`` for ``split`` (with ``labels``: ``(x, y)``); unknown options
+    raise a ``ValueError``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     known = dataset_options(name)
@@ -43,7 +50,32 @@ def load_dataset(name: str, split: str = "train", **options: Any) -> Tensor:
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for dataset "
                          f"{name!r}; known: {', '.join(sorted(known)) or '(none)'}")
-    return DATASETS.get(name)(split=split, **options)
+    if not labels:
+        return DATASETS.get(name)(split=split, **options)
+    if not DATASETS.meta(name).get("labeled"):
+        with_labels = [n for n in DATASETS.list() if DATASETS.meta(n).get("labeled")]
+        raise DataError(f"dataset {name!r} has no class labels; labeled datasets: "
+                        f"{', '.join(with_labels)}")
+    x, y = DATASETS.get(name)(split=split, labels=True, **options)
+    return x, check_labels(y, len(x), name)
+
+
+def check_labels(y: Tensor, n: int, source: object) -> Tensor:
+    """``y`` as int64 labels ``(n,)`` in ``0 .. C-1`` (clear errors otherwise)."""
+    y = torch.as_tensor(y)
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise DataError(f"{source}: labels must be integers")
+    y = y.to(torch.int64)
+    if y.shape != (n,):
+        raise DataError(f"{source}: {n} samples but labels of shape {tuple(y.shape)}")
+    if n and y.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0, got {int(y.min())}")
+    return y
+
+
+def num_classes(y: Tensor) -> int:
+    """``C = max(y) + 1``."""
+    return int(y.max()) + 1 if y.numel() else 0
 
 
 def describe(name: str) -> str:

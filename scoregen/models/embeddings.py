@@ -66,3 +66,31 @@ class NoiseEmbedding(nn.Module):
 
     def forward(self, c_noise: Tensor) -> Tensor:
         return self.mlp(self.embed(c_noise))
+
+
+class LabelEmbedding(nn.Module):
+    """A learned embedding of class labels ``0 .. num_classes - 1`` plus the null label
+    ``num_classes`` (the unconditional model of classifier-free guidance, Ho & Salimans
+    2022); zero-initialised, so a fresh conditional network equals its unconditional twin.
+
+    ``labels: (B,)`` int64 -> ``(B, dim)``; out-of-range labels raise a ``ValueError``.
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        if not (isinstance(num_classes, int) and num_classes >= 1):
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        if labels.dtype not in (torch.int64, torch.int32) or labels.ndim != 1:
+            raise ValueError(f"labels must be a (B,) integer tensor, got {labels.dtype} of "
+                             f"shape {tuple(labels.shape)}")
+        if ((labels < 0) | (labels > self.num_classes)).any():
+            bad = labels[(labels < 0) | (labels > self.num_classes)][0]
+            raise ValueError(f"label {int(bad)} is outside [0, {self.num_classes}) "
+                             f"({self.num_classes} is the null label)")
+        return self.table(labels)
+

@@ -9,15 +9,18 @@ learned projection of :class:`~scoregen.models.embeddings.NoiseEmbedding`::
     out     = W_out SiLU(LN(h_K))                                   (W_out zero-initialised)
 
 so a fresh network predicts 0 (for ``eps`` prediction: the optimum at pure noise).
+With ``num_classes > 0`` a learned label embedding (with a null label) is added to the noise
+embedding: ``emb = E(c_noise) + L(y)`` (:class:`~scoregen.models.embeddings.LabelEmbedding`).
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
-from scoregen.models.embeddings import NoiseEmbedding
+from scoregen.models.embeddings import LabelEmbedding, NoiseEmbedding
 from scoregen.models.registry import register
 
 
@@ -35,6 +38,18 @@ class _ResBlock(nn.Module):
         return h + self.fc2(self.act(z))
 
 
+def conditioned(net: nn.Module, emb: Tensor, cond: Tensor | None) -> Tensor:
+    """``emb + L(cond)`` for a class-conditional network (``cond=None``: the null label)."""
+    if not net.num_classes:
+        if cond is not None:
+            raise ValueError("labels were given to a network without classes; build it with "
+                             "num_classes (model.num_classes in the config)")
+        return emb
+    if cond is None:
+        cond = torch.full((emb.shape[0],), net.num_classes, dtype=torch.long, device=emb.device)
+    return emb + net.label_embed(cond.to(emb.device)).to(emb.dtype)
+
+
 @register("mlp", kind="vector")
 class MLP(nn.Module):
     """Residual MLP ``(x: (B, *shape), c_noise: (B,)) -> (B, *shape)``.
@@ -43,6 +58,8 @@ class MLP(nn.Module):
         shape: event shape of one sample, e.g. ``(2,)``.
         width: hidden width; depth: number of residual blocks.
         emb_dim: width of the noise embedding; embedding: ``fourier`` or ``sinusoidal``.
+        num_classes: number of classes of a class-conditional network (0: unconditional);
+            label ``num_classes`` is the null label.
     """
 
     def __init__(
@@ -52,11 +69,15 @@ class MLP(nn.Module):
         depth: int = 3,
         emb_dim: int = 64,
         embedding: str = "fourier",
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
         d = math.prod(self.shape)
         self.embed = NoiseEmbedding(emb_dim, embedding)
+        self.num_classes = int(num_classes)
+        if self.num_classes:
+            self.label_embed = LabelEmbedding(self.num_classes, emb_dim)
         self.inp = nn.Linear(d, width)
         self.blocks = nn.ModuleList(_ResBlock(width, emb_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
@@ -64,8 +85,8 @@ class MLP(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        emb = self.embed(c_noise)
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
+        emb = conditioned(self, self.embed(c_noise), cond)
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h, emb)

@@ -101,8 +101,15 @@ class ScoreModel(nn.Module):
         shape = getattr(self.network, "spec", {}).get("shape")
         return tuple(shape) if shape is not None else None
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``."""
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a class-conditional network (label ``num_classes`` is the null label),
+        else ``None``."""
+        return getattr(self.network, "num_classes", 0) or None
+
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``; ``cond``:
+        labels ``(B,)`` of a class-conditional network (``None``: the null label)."""
         if self.data_shape is not None and tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"the model is for data of shape {self.data_shape}, got x of "
                              f"shape {tuple(x.shape)}; pass (batch, *{self.data_shape})")
@@ -110,7 +117,11 @@ class ScoreModel(nn.Module):
         c = self.coefficients(t)
         dtype = next(self.network.parameters()).dtype
         x_in = (bcast(c["c_in"], x) * x).to(dtype)
-        F = self.network(x_in, c["c_noise"].to(dtype)).to(x.dtype)
+        if cond is not None and self.num_classes is None:
+            raise ValueError("labels (cond) were given but the model is not class-conditional; "
+                             "train it with model.num_classes, or sample without cond/--class")
+        args = () if cond is None else (cond,)
+        F = self.network(x_in, c["c_noise"].to(dtype), *args).to(x.dtype)
         def coef(name: str) -> Tensor:
             return bcast(c[name], x).to(x.dtype)
 

@@ -8,7 +8,8 @@ middle block, and zero-initialised output layers so every block starts as the id
 
 Level ``i`` works at resolution ``H / 2^i``, so ``H`` and ``W`` must be divisible by
 ``2^(len(mult) - 1)`` (8x8 with ``mult=(1, 2)``: 8, 4; 28x28 with ``mult=(1, 2, 2)``:
-28, 14, 7).
+28, 14, 7). With ``num_classes > 0`` a label embedding (with a null label) is added to the
+noise embedding, as in the MLP.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from scoregen.models.embeddings import NoiseEmbedding
+from scoregen.models.embeddings import LabelEmbedding, NoiseEmbedding
+from scoregen.models.mlp import conditioned
 from scoregen.models.registry import register
 
 
@@ -93,6 +95,7 @@ class UNet(nn.Module):
         groups: int = 8,
         heads: int = 1,
         embedding: str = "fourier",
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         if len(shape) != 3:
@@ -106,6 +109,9 @@ class UNet(nn.Module):
             )
         emb_dim = 4 * channels
         self.embed = NoiseEmbedding(emb_dim, embedding)
+        self.num_classes = int(num_classes)
+        if self.num_classes:
+            self.label_embed = LabelEmbedding(self.num_classes, emb_dim)
         self.conv_in = nn.Conv2d(C, channels, 3, padding=1)
         widths = [channels * m for m in mult]
 
@@ -142,8 +148,8 @@ class UNet(nn.Module):
             layers.append(_Attention(cout, groups, heads))
         return nn.ModuleList(layers)
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        emb = self.embed(c_noise)
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
+        emb = conditioned(self, self.embed(c_noise), cond)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

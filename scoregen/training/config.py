@@ -93,6 +93,9 @@ class TrainConfig:
             after the step that reaches it, with a checkpoint (``--time-limit``).
         max_weight: the divergence guard never saves weights with ``|w|`` above it (0 = only
             NaN/Inf are refused).
+        label_dropout: for a class-conditional model (``model.num_classes``), the fraction
+            of labels replaced by the null label (classifier-free guidance training); ``None``
+            means 0.1 for a conditional model.
         out: the run folder.
     """
 
@@ -113,6 +116,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_seconds: float = 0.0
     max_weight: float = 1e4
+    label_dropout: float | None = None
     out: str = "runs/default"
 
 
@@ -179,6 +183,7 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "keep_checkpoints"): _POSITIVE,
     ("train", "max_seconds"): _NONNEG,
     ("train", "max_weight"): _NONNEG,
+    ("train", "label_dropout"): ((lambda v: v is None or 0 <= v <= 1), "must lie in [0, 1]"),
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
     ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
@@ -337,6 +342,18 @@ def _check_consistency(cfg: Config) -> None:
     if cfg.loss.weighting not in WEIGHTINGS:
         raise ConfigError(f"loss.weighting: must be one of {', '.join(WEIGHTINGS.list())}, "
                           f"got {cfg.loss.weighting!r}")
+    n_classes = cfg.model.options.get("num_classes")
+    if n_classes is not None and not (isinstance(n_classes, int) and n_classes >= 0):
+        raise ConfigError(f"model.num_classes: must be an integer >= 0, got {n_classes!r}")
+    if n_classes:
+        from scoregen.data import DATASETS
+
+        if not DATASETS.meta(cfg.data.name).get("labeled"):
+            raise ConfigError(f"model.num_classes is set but dataset {cfg.data.name!r} has no "
+                              "class labels; use a labeled dataset or drop model.num_classes")
+    elif cfg.train.label_dropout is not None:
+        raise ConfigError("train.label_dropout needs a class-conditional model: set "
+                          "model.num_classes")
     if cfg.train.device not in ("auto", "cpu") and not cfg.train.device.startswith(("cuda", "mps")):
         raise ConfigError(f"train.device: must be auto, cpu, cuda[:N] or mps, "
                           f"got {cfg.train.device!r}")

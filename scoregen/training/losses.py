@@ -37,6 +37,10 @@ Discrete DDPM loss (Ho et al. 2020, Algorithm 1): on the ``ddpm`` SDE with ``N``
 :func:`loss_for` picks it automatically for that SDE.
 
 All losses are means over batch and dimensions, so an eps-MSE of 1 means "predicts 0".
+Every loss takes optional class labels ``cond: (B,)`` and passes them to the model
+(``model(x_t, t, cond=cond)``); the trainer replaces a fraction of them by the null label
+(``train.label_dropout``), which trains the conditional and the unconditional model of
+classifier-free guidance in one network (Ho & Salimans 2022, Algorithm 1).
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ def edm_weight(sde: SDE, t: Tensor, sigma_data: float) -> Tensor:
     return (sigma_e2 + sigma_data**2) / sigma_data**2
 
 
-def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None
+              ) -> Tensor:
     """Per-sample ``mean_dims (eps_hat(x_t, t) - eps)^2``, ``x_t = alpha x0 + sigma eps``: ``(B,)``.
 
     The model's prediction (any type) is converted by :func:`scoregen.param.to_x0_eps`.
@@ -83,7 +88,7 @@ def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     sde = model.sde
     x_t = sde.marginal(x0, t, eps)
     alpha, sigma = sde.alpha(t), sde.sigma(t)
-    pred = model(x_t, t)
+    pred = model(x_t, t) if cond is None else model(x_t, t, cond=cond)
     eps_hat = to_x0_eps(pred, model.prediction, x_t, alpha.to(x_t.dtype), sigma.to(x_t.dtype)).eps
     return (eps_hat - eps).pow(2).flatten(1).mean(1)
 
@@ -149,20 +154,21 @@ class DSMLoss:
         self._table = (sde, knots, cdf, dens)
         return knots, cdf, dens
 
-    def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None
-                 ) -> Tensor:
+    def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None,
+                 cond: Tensor | None = None) -> Tensor:
         t, w = self.sample_t(model.sde, x0.shape[0], generator)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         t = t.to(device=x0.device, dtype=x0.dtype)
-        return (w.to(device=x0.device, dtype=x0.dtype) * eps_error(model, x0, t, eps)).mean()
+        err = eps_error(model, x0, t, eps, cond)
+        return (w.to(device=x0.device, dtype=x0.dtype) * err).mean()
 
 
 @dataclass
 class DDPMLoss:
     """Ho et al. 2020, Algorithm 1: ``i ~ U{1..N}``, ``t = i/N``, eps-MSE (ddpm SDE only)."""
 
-    def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None
-                 ) -> Tensor:
+    def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None,
+                 cond: Tensor | None = None) -> Tensor:
         n = getattr(model.sde, "n", None)
         if model.sde.name != "ddpm" or n is None:
             raise ValueError(f"the discrete DDPM loss needs the 'ddpm' SDE, got {model.sde!r}; "
@@ -170,7 +176,7 @@ class DDPMLoss:
         i = torch.randint(1, n + 1, (x0.shape[0],), generator=generator)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         t = (i.to(torch.float64) / n).to(device=x0.device, dtype=x0.dtype)
-        return eps_error(model, x0, t, eps).mean()
+        return eps_error(model, x0, t, eps, cond).mean()
 
 
 LossFn = Callable[[Model, Tensor, "torch.Generator | None"], Tensor]

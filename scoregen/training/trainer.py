@@ -4,7 +4,8 @@ Each step::
 
     lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
     x0    = data[randint(N, (B,))]                                 minibatch, with replacement
-    loss  = loss_fn(model, x0, generator)                          DSM / DDPM (training.losses)
+    y     = null if u < label_dropout else labels[idx]             class-conditional runs only
+    loss  = loss_fn(model, x0, generator[, cond=y])                DSM / DDPM (training.losses)
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
 
@@ -161,6 +162,8 @@ class Trainer:
         run_config: stored in checkpoints (the validated config as a dict).
         sample_fn: ``sample_fn(ema_model, step)`` called every ``sample_every`` steps and at
             the end (e.g. :func:`make_sample_fn`).
+        labels: class labels ``(N,)`` of a class-conditional model; a fraction
+            ``label_dropout`` (default 0.1) of each batch's labels becomes the null label.
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         run_config: dict[str, Any] | None = None,
         sample_fn: Callable[[ScoreModel, int], Any] | None = None,
+        labels: Tensor | None = None,
     ) -> None:
         self.opt = options or TrainOptions()
         torch.set_num_threads(resolve_threads(self.opt.threads)[0])
@@ -180,6 +184,9 @@ class Trainer:
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.data = data.to(self.device)
+        self.labels = check_train_labels(model, labels, len(data))
+        if self.labels is not None:
+            self.labels = self.labels.to(self.device)
         self.loss_fn = loss_fn
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.opt.lr,
                                            weight_decay=self.opt.weight_decay)
@@ -207,19 +214,31 @@ class Trainer:
         for b_ema, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             b_ema.copy_(b)
 
-    def batch(self) -> Tensor:
+    def batch(self) -> tuple[Tensor, Tensor | None]:
+        """A minibatch ``x0`` and its labels (``None`` for an unconditional model)."""
         idx = torch.randint(len(self.data), (self.opt.batch_size,), generator=self.generator)
-        return self.data[idx.to(self.device)]
+        idx = idx.to(self.device)
+        return self.data[idx], None if self.labels is None else self.labels[idx]
+
+    def drop_labels(self, y: Tensor | None) -> Tensor | None:
+        """Replace a fraction ``label_dropout`` of ``y`` by the null label ``num_classes``."""
+        if y is None:
+            return None
+        p = 0.1 if self.opt.label_dropout is None else self.opt.label_dropout
+        drop = torch.rand(y.shape[0], generator=self.generator) < p
+        return torch.where(drop.to(y.device), torch.full_like(y, self.model.num_classes), y)
 
     def train_step(self) -> float:
         """One optimizer step; returns the loss (raises :class:`TrainingDivergedError`)."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.batch()
+        x0, cond = self.batch()
+        cond = self.drop_labels(cond)
+        kw = {} if cond is None else {"cond": cond}
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            loss = self.loss_fn(self.model, x0, self.generator)
+            loss = self.loss_fn(self.model, x0, self.generator, **kw)
         value = float(loss.detach())
         if not torch.isfinite(loss):
             self._diverged(value)
@@ -357,6 +376,26 @@ class Trainer:
             raise
 
 
+def check_train_labels(model: ScoreModel, labels: Tensor | None, n: int) -> Tensor | None:
+    """Labels ``(n,)`` in ``[0, num_classes)`` for a conditional model, ``None`` otherwise."""
+    classes = getattr(model, "num_classes", None)
+    if labels is None:
+        if classes:
+            raise ValueError(f"the model has {classes} classes (model.num_classes) but the "
+                             "training data has no labels; give labels or drop num_classes")
+        return None
+    if not classes:
+        raise ValueError("training labels were given but the model is not class-conditional; "
+                         "set model.num_classes")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"training labels span {int(labels.min())}..{int(labels.max())} but "
+                         f"model.num_classes is {classes}: labels must lie in [0, {classes})")
+    return labels
+
+
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
@@ -395,9 +434,11 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
 
     def fn(model: ScoreModel, step: int) -> Path:
         shape = (cfg.sample.n, *model.network.spec["shape"])
+        classes = model.num_classes
+        cond = None if classes is None else torch.arange(cfg.sample.n) % classes
         res = sample(model, model.sde, shape, cfg.sample.sampler, cfg.sample.steps,
                      spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
-                     **cfg.sample.options)
+                     cond=cond, **cfg.sample.options)
         title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
         return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
                             reference=reference)
@@ -434,7 +475,9 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     try:
         clean_leftovers(out)
         prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
-        data = load_dataset(cfg.data.name, "train", **cfg.data.options)
+        conditional = bool(cfg.model.options.get("num_classes"))
+        data = load_dataset(cfg.data.name, "train", labels=conditional, **cfg.data.options)
+        data, labels = data if conditional else (data, None)
         sde = get_sde(cfg.sde.name, **cfg.sde.options)
         torch.manual_seed(cfg.train.seed)
         try:
@@ -449,7 +492,7 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
         reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
         trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
-                          make_sample_fn(cfg, out, reference, device))
+                          make_sample_fn(cfg, out, reference, device), labels=labels)
         trainer.lock = lock
         if resume and has_checkpoints(out):
             trainer.resume(find_checkpoint(out))
