@@ -19,11 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="run folder or checkpoint folder")
     parser.add_argument("--sampler", help="a name from `scoregen list samplers`")
     parser.add_argument("--steps", type=int, help="sampler steps")
+    parser.add_argument("--nfe", type=int, help="NFE budget instead of --steps: the step count "
+                        "whose counted NFE is the largest <= NFE")
     parser.add_argument("-n", type=int, help="number of samples")
     parser.add_argument("--out", help="output PNG (an .npz with the same stem is written too)")
     parser.add_argument("--seed", type=int, help="sample k uses seed + k")
     parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
-                                          "quadratic, logsnr, edm")
+                                          "quadratic, logsnr, edm, or tuned (the grid fitted by "
+                                          "`scoregen tune-grid`, kept in the checkpoint folder)")
+    parser.add_argument("--grids", help="tuned grids for --spacing tuned (default: the "
+                                        "checkpoint folder)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="sampler option, e.g. eta=1.0 (repeatable)")
     parser.add_argument("--sde", help="sample under another SDE (re-targeted by log-SNR)")
@@ -33,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scoregen import samplers
     from scoregen import sde as sde_lib
+    from scoregen.nfe_budget import check_plannable
     from scoregen.plotting import save_samples
     from scoregen.sampling import sample
     from scoregen.training import resolve_device
@@ -54,12 +61,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--opt {item!r} must look like key=value, e.g. eta=1.0")
         opts[key.strip()] = yaml.safe_load(value)
     n = args.n or defaults.n
+    if args.nfe is not None and args.steps is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if samplers.meta(sampler)["nfe_per_step"] is None and (args.steps or args.nfe):
+        check_plannable(sampler)  # a clear error: the solver picks its own steps
     steps = args.steps or defaults.steps
     seed = defaults.seed if args.seed is None else args.seed
     shape = (n, *model.network.spec["shape"])
-    res = sample(model.under(target), target, shape, sampler, steps,
-                 spacing=args.spacing or defaults.spacing, seed=seed, device=device,
+    spacing = args.spacing or defaults.spacing
+    grids = (args.grids or ckpt.path) if spacing == "tuned" else None
+    res = sample(model.under(target), target, shape, sampler, steps, nfe=args.nfe,
+                 spacing=spacing, grids=grids, seed=seed, device=device,
                  progress=not args.no_progress, **opts)
+    steps = len(res.ts) - 1
     run_dir = ckpt.path.parent.parent
     out = Path(args.out) if args.out else run_dir / "samples" / f"sample_{sampler}_{steps}.png"
     title = f"{sampler}, {steps} steps, {res.nfe} NFE, step {ckpt.step}"
