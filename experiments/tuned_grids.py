@@ -15,7 +15,8 @@ UniPC's grids fitted on 128 teacher trajectories (32 held out; teacher on 100 st
 network is the cost here), then ``--digits-n`` (500) samples per method from the same
 ``x_T`` scored by the Frechet distance on the digits classifier's features against the 297
 test digits; the gap is that distance minus the noise floor (as many real train digits
-against the same test digits). Peers here include their stochastic samplers.
+against the same test digits). Peers here: those best at 5-20 NFE in the full digits sweep
+(``benchmarks/quality_sweep.py``) and diffusers' ancestral DDPM.
 
 Writes ``runs/tuned_grids_sweep/results.md`` and ``endpoint_error.png`` (with ``--presets
 ""``, the digits part alone, into ``runs/tuned_grids_sweep/digits/``)::
@@ -49,8 +50,11 @@ DEFAULT_GRID = [("ddim", {}), ("dpm_solver++", {}), ("dpm_solver++", {"order": 3
 TUNED = [("ipndm", {}), ("ipndm", {"variable_step": False}), ("unipc", {}),
          ("dpm_solver++", {})]
 DIGITS_TUNED = [("unipc", {})]
-DIGITS_DEFAULT = [("ddim", {}), ("dpm_solver++", {}), ("unipc", {}), ("ode_midpoint", {}),
-                  ("ipndm", {"variable_step": False})]
+DIGITS_DEFAULT = [("dpm_solver++", {}), ("unipc", {}), ("ipndm", {"variable_step": False})]
+# the peers best at 5-20 NFE in the full digits sweep of docs/results.md (the network makes
+# every extra method expensive on a CPU), and diffusers' ancestral DDPM
+DIGITS_PEERS = ("diffusers/dpmsolver_multistep", "diffusers/unipc_multistep",
+                "k-diffusion/dpmpp_2m", "k-diffusion/lms", "diffusers/ddpm")
 
 
 def label(name: str, opts: dict[str, Any], grid: str) -> str:
@@ -185,7 +189,7 @@ def digits(run: Path, max_evals: int, n: int) -> tuple[list[str], dict]:
             score(label(name, opts, "default"), run_ours(model, sde, x_T, name, opts, b), b)
         for name, opts in DIGITS_TUNED if b in TUNED_BUDGETS else ():
             score(label(name, opts, "tuned"), run_ours(model, sde, x_T, name, opts, b, store), b)
-        for m in _peers(sde, stochastic=True):
+        for m in _peers(sde, stochastic=True, names=DIGITS_PEERS):
             score(m.name, run_peer(m, problem, x_T, b), b)
         print(f"digits: {b} NFE done", flush=True)
     lines = [f"### digits model {run} (ddpm): Frechet distance gap to the noise floor "
@@ -198,8 +202,8 @@ def digits(run: Path, max_evals: int, n: int) -> tuple[list[str], dict]:
     return lines, rows
 
 
-def _peers(sde, stochastic: bool):
-    found, _ = peers.peer_methods(None, sde)
+def _peers(sde, stochastic: bool, names=None):
+    found, _ = peers.peer_methods(names, sde)
     return [m for m in found if not m.adaptive and (stochastic or not m.stochastic)]
 
 
@@ -236,7 +240,12 @@ def main() -> None:
     parser.add_argument("--digits-n", type=int, default=500)
     parser.add_argument("--out", default="runs/tuned_grids_sweep")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tuned", help="comma-separated samplers to tune on the exact "
+                        "problems (default: " + ",".join(label(n, o, "") for n, o in TUNED) + ")")
     args = parser.parse_args()
+    if args.tuned:
+        keep = set(args.tuned.split(","))
+        TUNED[:] = [(n, o) for n, o in TUNED if label(n, o, "").removesuffix(" []") in keep]
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

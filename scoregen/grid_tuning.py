@@ -157,6 +157,8 @@ class _Objective:
 
     def __call__(self, ts: Tensor) -> float:
         self.evals += 1
+        if not (ts[1:] < ts[:-1]).all():  # positions too close to give distinct times
+            return math.inf
         out = sample(*self.args, self.x_T.clone(), self.sampler, None, ts=ts, seeds=self.seeds,
                      **self.options)
         err = endpoint_error(out.x, self.ref)
