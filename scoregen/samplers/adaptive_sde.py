@@ -16,9 +16,9 @@ the step (variance ``h``)::
 
 Options (paper's names in brackets): ``rtol`` [eps_rel] = ``atol`` [eps_abs] = 0.2, the
 loosest registered tolerance, which the measurements recommend (``docs/results.md``: at the
-noise floor on ring8 with 79 NFE and on the digits model with 59 NFE, where the paper's values
-``rtol = 0.01``, ``atol = 0.0078`` -- half a quantisation bin of 8-bit data in [-1, 1] -- cost
-391 NFE for the same quality; pass them to reproduce the paper), ``safety``
+noise floor on ring8 with 79 NFE and on the digits model with 59 NFE; tighter tolerances cost
+more NFE for no measurable gain; pass the paper's ``rtol = 0.01``, ``atol = 0.0078`` -- half a
+quantisation bin of 8-bit data in [-1, 1] -- to reproduce the paper), ``safety``
 [theta] = 0.9, ``exponent`` [r] = 0.9, ``h_init`` = 0.01 (a fraction of the time span; 0.01
 in the paper, whose span is 1), ``max_iters`` = 100000 attempted steps.
 
