@@ -10,13 +10,14 @@ order 4 on 200 log-SNR steps, then the denoising step at ``t_min``, the endpoint
 sampler here targets). Peers: the deterministic fixed-step samplers of diffusers and
 k-diffusion on their own grids, step counts planned to the budget by counted NFE.
 
-Trained digits model (``--digits RUN``, default ``runs/digits`` if it exists), under ``ddpm``:
-UniPC's grids fitted on 128 teacher trajectories (32 held out; teacher on 100 steps, the
-network is the cost here), then ``--digits-n`` (500) samples per method from the same
-``x_T`` scored by the Frechet distance on the digits classifier's features against the 297
-test digits; the gap is that distance minus the noise floor (as many real train digits
-against the same test digits). Peers here: those best at 5-20 NFE in the full digits sweep
-(``benchmarks/quality_sweep.py``) and diffusers' ancestral DDPM.
+Trained digits model (``--digits RUN``, default ``runs/digits`` if it exists), under
+``ddpm``: UniPC's grids (with and without ``lower_order_final``) fitted on 128 teacher
+trajectories (32 held out; teacher on 100 steps, the network is the cost here), then
+``--digits-n`` (500) samples per method from the same ``x_T`` scored by the Frechet
+distance on the digits classifier's features against the 297 test digits; the gap is that
+distance minus the noise floor (as many real train digits against the same test digits).
+Peers here: those best at 5-20 NFE in the full digits sweep (``benchmarks/quality_sweep.py``)
+and diffusers' ancestral DDPM.
 
 Writes ``runs/tuned_grids_sweep/results.md`` and ``endpoint_error.png`` (with ``--presets
 ""``, the digits part alone, into ``runs/tuned_grids_sweep/digits/``)::
@@ -48,8 +49,8 @@ DEFAULT_GRID = [("ddim", {}), ("dpm_solver++", {}), ("dpm_solver++", {"order": 3
                 ("dpm_solver++_single", {}), ("unipc", {}), ("heun", {}), ("ode_midpoint", {}),
                 ("ipndm", {}), ("ipndm", {"variable_step": False})]
 TUNED = [("ipndm", {}), ("ipndm", {"variable_step": False}), ("unipc", {}),
-         ("dpm_solver++", {})]
-DIGITS_TUNED = [("unipc", {})]
+         ("unipc", {"lower_order_final": False}), ("dpm_solver++", {})]
+DIGITS_TUNED = [("unipc", {}), ("unipc", {"lower_order_final": False})]
 DIGITS_DEFAULT = [("dpm_solver++", {}), ("unipc", {}), ("ipndm", {"variable_step": False})]
 # the peers best at 5-20 NFE in the full digits sweep of docs/results.md (the network makes
 # every extra method expensive on a CPU), and diffusers' ancestral DDPM
@@ -79,12 +80,17 @@ def run_peer(method, problem, x_T, budget):
 
 
 def fit_grids(model, sde, shape, choices, store: TunedGrids, n: int, held_out: int,
-              max_evals: int, dtype, teacher_steps: int = 200) -> list[str]:
+              max_evals: int, dtype, teacher_steps: int = 200, reuse: bool = False
+              ) -> list[str]:
+    """Fit every (sampler, budget) of ``choices`` into ``store`` (``reuse``: keep grids the
+    store already has for them); one table row per grid fitted."""
     teacher = teacher_trajectories(model, sde, shape, n, dtype=dtype,
                                    teacher_steps=teacher_steps)
     notes = []
     for name, opts in choices:
         for budget in TUNED_BUDGETS:
+            if reuse and any(g.nfe == budget for g in store.matching(name, sde, opts)):
+                continue
             grid = tune_grid(model, sde, name, budget, options=opts, teacher=teacher,
                              held_out=held_out, max_evals=max_evals)
             store.add(grid)
@@ -165,7 +171,7 @@ def exact(preset: str, max_evals: int) -> tuple[list[str], dict]:
     return lines, rows
 
 
-def digits(run: Path, max_evals: int, n: int) -> tuple[list[str], dict]:
+def digits(run: Path, max_evals: int, n: int, reuse: bool = False) -> tuple[list[str], dict]:
     problem = compare.checkpoint_problem(run, n, sde="ddpm")
     model, sde, shape = problem.model, problem.sde, problem.shape
     from scoregen.training.checkpoint import find_checkpoint
@@ -173,7 +179,7 @@ def digits(run: Path, max_evals: int, n: int) -> tuple[list[str], dict]:
     store = TunedGrids.load(find_checkpoint(run), missing_ok=True)
     start = time.perf_counter()
     notes = fit_grids(model, sde, shape, DIGITS_TUNED, store, 128, 32, max_evals,
-                      torch.float32, teacher_steps=100)
+                      torch.float32, teacher_steps=100, reuse=reuse)
     fit_s = time.perf_counter() - start
     floor = compare.evaluate(problem.floor_reference[:n], problem)["fd_digits"]
     x_T = compare.initial_noise(problem, n, 0)
@@ -238,6 +244,8 @@ def main() -> None:
     parser.add_argument("--max-evals", type=int, default=600)
     parser.add_argument("--digits-max-evals", type=int, default=80)
     parser.add_argument("--digits-n", type=int, default=500)
+    parser.add_argument("--reuse-grids", action="store_true",
+                        help="digits: keep grids the checkpoint folder already has")
     parser.add_argument("--out", default="runs/tuned_grids_sweep")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tuned", help="comma-separated samplers to tune on the exact "
@@ -259,7 +267,8 @@ def main() -> None:
         if not args.presets:
             out = out / "digits"
             out.mkdir(parents=True, exist_ok=True)
-        lines, rows = digits(Path(args.digits), args.digits_max_evals, args.digits_n)
+        lines, rows = digits(Path(args.digits), args.digits_max_evals, args.digits_n,
+                             args.reuse_grids)
         text += lines
         results["digits"] = rows
     elif args.digits:
