@@ -1,6 +1,8 @@
 """The one public entry point for sampling: ``scoregen.sample(model, sde, shape_or_xT, ...)``.
 
-It builds (or checks) the time grid, wraps the model in the NFE-counting
+It builds (or checks) the time grid (for ``nfe=N`` the step count whose counted NFE is the
+largest ``<= N``, :mod:`scoregen.nfe_budget`; for ``spacing="tuned"`` the model's fitted grid,
+:mod:`scoregen.tuned_grids`), wraps the model in the NFE-counting
 :class:`~scoregen.param.Denoiser`, makes the per-sample noise source, draws ``x_T`` from the
 prior, runs the registered sampler under ``torch.no_grad`` with an optional progress bar,
 and times the run. Samplers themselves stay pure functions (see
@@ -19,11 +21,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scoregen.guidance import Classifier, Guidance, Guided, guide
+from scoregen.nfe_budget import check_plannable, count_nfe, plan_steps
 from scoregen.noise import NoiseSource, seeds_for
 from scoregen.param import Denoiser, Model
 from scoregen.samplers import SAMPLERS
-from scoregen.samplers.grid import check_grid, time_grid
+from scoregen.samplers.grid import TUNED, check_grid, time_grid
 from scoregen.sde.base import SDE
+from scoregen.tuned_grids import TunedGrids, as_grids
 
 
 class SamplerOptionError(TypeError, ValueError):
@@ -65,7 +69,9 @@ def sample(
     steps: int | None = 50,
     *,
     ts: Tensor | None = None,
+    nfe: int | None = None,
     spacing: str = "auto",
+    grids: TunedGrids | str | None = None,
     denoise: bool = True,
     seed: int = 0,
     seeds: Tensor | None = None,
@@ -90,8 +96,17 @@ def sample(
         sde: the process to reverse.
         shape_or_xT: ``(B, *D)`` to draw ``x_T`` from the prior, or ``x_T`` itself.
         sampler: a name from ``scoregen.samplers.list()``.
-        steps: grid size for :func:`~scoregen.samplers.grid.time_grid` (ignored if ``ts``).
+        steps: grid size for :func:`~scoregen.samplers.grid.time_grid` (ignored if ``ts``
+            or ``nfe`` is given).
         ts: an explicit descending grid instead of ``steps``/``spacing``/``denoise``.
+        nfe: an NFE budget instead of ``steps``: the step count whose counted NFE is the
+            largest ``<= nfe`` (:func:`scoregen.nfe_budget.plan_steps`); self-stepping
+            samplers refuse it (set their tolerance instead).
+        spacing: a :func:`~scoregen.samplers.grid.time_grid` spacing, or ``"tuned"``: the
+            grid fitted for this sampler, its options, ``sde`` and the budget (``nfe`` or
+            ``steps``) in ``grids``.
+        grids: the tuned grids of the model (:class:`~scoregen.tuned_grids.TunedGrids`, or
+            the folder / ``.json`` file written by ``scoregen tune-grid``).
         seed, seeds, generator: sample ``k`` uses seed ``seeds[k]``; by default
             ``seed + k``, where ``seed`` is drawn from ``generator`` when one is given. The
             same seed gives the same sample whatever the batch size.
@@ -147,9 +162,10 @@ def sample(
         noise.count = 1  # draw 0 is reserved for x_T, whether drawn or given
 
     if ts is None:
-        if steps is None:
-            raise ValueError("give either steps or an explicit time grid ts")
-        ts = time_grid(sde, steps, spacing, denoise=denoise)
+        ts = _plan_grid(fn, model, sde, x, seeds, sampler, steps, nfe, spacing, denoise,
+                        grids, opts)
+    elif nfe is not None:
+        raise ValueError("give either an NFE budget nfe or an explicit time grid ts, not both")
     ts = check_grid(ts, sde).to(device)
 
     model = guide(model, cond, guidance, classifier=classifier, interval=guidance_interval,
@@ -195,3 +211,43 @@ def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
         raise SamplerOptionError(
             f"sampler {name!r} got an unexpected keyword option "
             f"{', '.join(map(repr, unknown))}; its options: {', '.join(known) or '(none)'}")
+
+
+def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sampler: str,
+               steps: int | None, nfe: int | None, spacing: str, denoise: bool,
+               grids: TunedGrids | str | None, opts: dict[str, Any]) -> Tensor:
+    """The grid for ``steps``, or for the NFE budget ``nfe`` (counted on one sample)."""
+    if spacing == TUNED:
+        if grids is None:
+            raise ValueError("spacing='tuned' needs grids=: the run folder or TunedGrids "
+                             "written by `scoregen tune-grid`")
+        tuned = as_grids(grids)
+        if nfe is not None:
+            check_plannable(sampler)
+        return tuned.select(sampler, sde, opts, steps=steps, nfe=nfe)
+    if nfe is None:
+        if steps is None:
+            raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
+        return time_grid(sde, steps, spacing, denoise=denoise)
+    per_step = check_plannable(sampler)
+    probe_x = x[:1].clone()
+
+    def run(k: int) -> int:
+        denoiser = Denoiser(model, sde)
+        noise = NoiseSource(seeds[:1].to(x.device), tuple(x.shape[1:]), dtype=x.dtype,
+                            device=x.device)
+        noise.count = 1
+        grid = check_grid(time_grid(sde, k, spacing, denoise=denoise), sde).to(x.device)
+        with torch.no_grad():
+            fn(denoiser, sde, probe_x, grid, noise=noise, callback=_ignore, **opts)
+        return denoiser.nfe
+
+    planned = plan_steps(count_nfe(run), nfe, per_step)
+    if planned is None:
+        raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE; give a "
+                         "larger nfe")
+    return time_grid(sde, planned, spacing, denoise=denoise)
+
+
+def _ignore(*_: Any) -> None:
+    """A callback that does nothing (NFE planning runs)."""

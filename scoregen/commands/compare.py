@@ -74,7 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="sample k uses seed + k")
     parser.add_argument("--spacing", default="auto",
                         help="time grid of scoregen samplers: auto (the SDE's tuned default), "
-                             "uniform, quadratic, logsnr, edm")
+                             "uniform, quadratic, logsnr, edm, or tuned (grids fitted by "
+                             "`scoregen tune-grid`, see --grids)")
+    parser.add_argument("--grids", help="tuned grids for --spacing tuned: a folder or .json "
+                        "(default for --checkpoint: its checkpoint folder)")
     parser.add_argument("--opt", action="append", default=[], metavar="SAMPLER.KEY=VALUE",
                         help="a sampler option, e.g. ddim.eta=1.0 (repeatable)")
     parser.add_argument("--show-nfe", type=int, help="budget of the sample plot (default ~20)")
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
         problem = compare.oracle_problem(args.preset, args.sde or "vp", args.n, args.seed,
                                          dtype or torch.float64)
         problem.device = "cpu" if args.device == "auto" else args.device
-    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
+    grids = _tuned_grids(args) if args.spacing == "tuned" else None
+    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt), grids)
     peer_messages: list[str] = []
     if args.peers:
         from scoregen.evaluation import peers
@@ -197,3 +201,15 @@ def _run_guided(args: argparse.Namespace, dtype: Any) -> int:
     print(f"guided comparison at scales {', '.join(f'{w:g}' for w in comps)} -> {summary}")
     return 0
 
+def _tuned_grids(args: argparse.Namespace):
+    """The tuned grids of ``--grids``, else of the ``--checkpoint``'s folder."""
+    from scoregen.tuned_grids import TunedGrids
+
+    if args.grids:
+        return TunedGrids.load(args.grids)
+    if args.checkpoint:
+        from scoregen.training.checkpoint import find_checkpoint
+
+        return TunedGrids.load(find_checkpoint(args.checkpoint))
+    raise ValueError("--spacing tuned on a preset needs --grids FOLDER (the --out of "
+                     "`scoregen tune-grid`)")

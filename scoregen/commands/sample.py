@@ -45,11 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", help="a name from `scoregen list samplers`")
     parser.add_argument("--steps", type=positive_int,
                         help="sampler steps (not for adaptive samplers: they pick their own)")
+    parser.add_argument("--nfe", type=positive_int, help="NFE budget instead of --steps: the "
+                        "step count whose counted NFE is the largest <= NFE")
     parser.add_argument("-n", type=positive_int, help="number of samples")
     parser.add_argument("--out", help="output PNG (an .npz with the same stem is written too)")
     parser.add_argument("--seed", type=int, help="sample k uses seed + k")
     parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
-                                          "quadratic, logsnr, edm")
+                                          "quadratic, logsnr, edm, or tuned (the grid fitted by "
+                                          "`scoregen tune-grid`, kept in the checkpoint folder)")
+    parser.add_argument("--grids", help="tuned grids for --spacing tuned (default: the "
+                                        "checkpoint folder)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="sampler option, e.g. eta=1.0 (repeatable)")
     parser.add_argument("--sde", help="sample under another SDE (re-targeted by log-SNR)")
@@ -151,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from scoregen import sde as sde_lib
+    from scoregen.nfe_budget import check_plannable
     from scoregen.plotting import clip_to_range, save_samples
     from scoregen.samplers import SAMPLERS
     from scoregen.sampling import sample
@@ -172,8 +178,14 @@ def run(args: argparse.Namespace) -> int:
     opts = dict(defaults.options) if sampler == defaults.sampler else {}
     opts.update(sampler_options(sampler, args.opt))
     n = defaults.n if args.n is None else args.n
+    if args.nfe is not None and args.steps is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    if adaptive and args.nfe is not None:
+        check_plannable(sampler)  # a clear error: the solver picks its own steps
     steps = defaults.steps if args.steps is None else args.steps
     seed = defaults.seed if args.seed is None else args.seed
+    spacing = args.spacing or defaults.spacing
+    grids = (args.grids or ckpt.path) if spacing == "tuned" else None
     event = tuple(model.data_shape)
     labels, per_row = None, 0
     if args.classes is not None:
@@ -201,18 +213,21 @@ def run(args: argparse.Namespace) -> int:
         if "threshold" in cond_opts or "guidance_interval" in cond_opts:
             raise ValueError("--inpaint takes --class and --guidance; not --threshold or "
                              "--guidance-interval")
+        if args.nfe is not None or grids is not None:
+            raise ValueError("--inpaint takes --steps; not --nfe or --spacing tuned")
         res = inpaint(model.under(target), target, known, ~fill, sampler, steps,
-                      spacing=args.spacing or defaults.spacing, seed=seed,
+                      spacing=spacing, seed=seed,
                       resample=args.resample, progress=not args.no_progress,
                       cond=cond_opts["cond"], guidance=cond_opts["guidance"], **opts)
         shown = torch.where(fill, torch.zeros_like(known), known)
         plot, per_row = torch.cat([shown, res.x]), n
         what += f", inpaint {args.mask}"
     else:
-        res = sample(model.under(target), target, (n, *event), sampler, steps,
-                     spacing=args.spacing or defaults.spacing, seed=seed, device=device,
+        res = sample(model.under(target), target, (n, *event), sampler, steps, nfe=args.nfe,
+                     spacing=spacing, grids=grids, seed=seed, device=device,
                      progress=not args.no_progress, **cond_opts, **opts)
         plot = res.x
+    steps = len(res.ts) - 1
     x = res.x.float().cpu()
     images = x.ndim == 4
     clipped, outside = (clip_to_range(x) if images else (x, 0.0))

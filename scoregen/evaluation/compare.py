@@ -246,8 +246,11 @@ def tolerance_options(name: str, tolerance: float) -> dict[str, float]:
 
 
 def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
-                     options: dict[str, dict[str, Any]] | None = None) -> list[Method]:
-    """Every registered sampler (or ``names``) as a :class:`Method` on a ``spacing`` grid."""
+                     options: dict[str, dict[str, Any]] | None = None,
+                     grids: Any = None) -> list[Method]:
+    """Every registered sampler (or ``names``) as a :class:`Method` on a ``spacing`` grid
+    (``spacing="tuned"``: the grids fitted to the model, ``grids``, see
+    :mod:`scoregen.tuned_grids`)."""
     from scoregen import samplers
     from scoregen.sampling import sample
 
@@ -259,8 +262,9 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
         def draw(model, sde, x_T, setting, seed, _name=name, _opts=opts):
             seeds = seeds_for(x_T.shape[0], seed, device=x_T.device)
             if setting.steps is not None:
+                tuned = {} if grids is None else {"grids": grids}
                 res = sample(model, sde, x_T, _name, setting.steps, spacing=spacing,
-                             seeds=seeds, check_finite=False, **_opts)
+                             seeds=seeds, check_finite=False, **tuned, **_opts)
             else:
                 res = sample(model, sde, x_T, _name, None, ts=_adaptive_grid(sde), seeds=seeds,
                              check_finite=False, **tolerance_options(_name, setting.tolerance),
@@ -285,30 +289,19 @@ def initial_noise(problem: Problem, n: int, seed: int) -> Tensor:
 
 
 def plan_steps(method: Method, problem: Problem, budget: int, seed: int = 0) -> int | None:
-    """The step count whose counted NFE is the largest ``<= budget`` (``None`` if none).
+    """The step count whose counted NFE is the largest ``<= budget`` (``None`` if none):
+    :func:`scoregen.nfe_budget.plan_steps` with the NFE counted on a one-sample batch (the
+    NFE of a fixed-step method does not depend on the samples)."""
+    from scoregen.nfe_budget import count_nfe
+    from scoregen.nfe_budget import plan_steps as plan
 
-    The NFE of a fixed-step method does not depend on the samples, so it is counted on a
-    one-sample batch.
-    """
     x1 = initial_noise(problem, 1, seed)
     model = problem.plan_model or problem.model  # NFE do not depend on the model's values
 
-    def nfe(steps: int) -> int | None:
-        try:
-            return method.draw(model, problem.sde, x1, Setting(steps=steps), seed)[1]
-        except ValueError:  # e.g. too few steps for a multistep method
-            return None
+    def run(steps: int) -> int:
+        return method.draw(model, problem.sde, x1, Setting(steps=steps), seed)[1]
 
-    steps = max(1, budget // (method.nfe_per_step or 1))
-    count = nfe(steps)
-    while steps > 1 and (count is None or count > budget):
-        steps -= 1
-        count = nfe(steps)
-    if count is None or count > budget:
-        return None
-    while (more := nfe(steps + 1)) is not None and more <= budget:
-        steps += 1
-    return steps
+    return plan(count_nfe(run), budget, method.nfe_per_step)
 
 
 # -- metrics -------------------------------------------------------------------------------------

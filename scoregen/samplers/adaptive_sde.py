@@ -14,8 +14,11 @@ the step (variance ``h``)::
     if E <= 1:  x <- x'' (extrapolation),  t <- t - h,  x'_prev <- x'
     h <- min(t - t_end, theta h E^{-r})
 
-Options (paper's names in brackets): ``rtol`` [eps_rel] = 0.01 and ``atol`` [eps_abs] = 0.0078
-(the paper's values; 0.0078 is half a quantisation bin of 8-bit data in [-1, 1]), ``safety``
+Options (paper's names in brackets): ``rtol`` [eps_rel] = ``atol`` [eps_abs] = 0.2, the
+loosest registered tolerance, which the measurements recommend (``docs/results.md``: at the
+noise floor on ring8 with 79 NFE and on the digits model with 59 NFE; tighter tolerances cost
+more NFE for no measurable gain; pass the paper's ``rtol = 0.01``, ``atol = 0.0078`` -- half a
+quantisation bin of 8-bit data in [-1, 1] -- to reproduce the paper), ``safety``
 [theta] = 0.9, ``exponent`` [r] = 0.9, ``h_init`` = 0.01 (a fraction of the time span; 0.01
 in the paper, whose span is 1), ``max_iters`` = 100000 attempted steps.
 
@@ -110,8 +113,8 @@ def _check(rtol: float, atol: float, safety: float, exponent: float, h_init: flo
 @register("adaptive_sde", order=1, stochastic=True, nfe_per_step=None,
           tolerance_options=("rtol", "atol"), tolerances=(0.2, 0.1, 0.05))
 def adaptive_sde(
-    denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.01,
-    atol: float = 0.0078, safety: float = 0.9, exponent: float = 0.9, h_init: float = 0.01,
+    denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.2,
+    atol: float = 0.2, safety: float = 0.9, exponent: float = 0.9, h_init: float = 0.01,
     max_iters: int = 100_000,
 ) -> tuple[Tensor, dict[str, Any]]:
     """Gotta-Go-Fast adaptive Euler-Maruyama / improved-Euler pair on the reverse SDE."""

@@ -18,6 +18,9 @@ Spacings (``u`` runs uniformly from 0 to 1 along the grid):
   (Karras et al. 2022, eq. 5).
 - ``auto``:      the SDE's ``default_spacing`` (``logsnr`` for every SDE shipped: the best
   of edm/logsnr/uniform at 5-50 NFE in ``experiments/fast_samplers_sweep.py``).
+- ``tuned``:     a grid fitted to one model and sampler by :mod:`scoregen.grid_tuning` and
+  stored with the model (:mod:`scoregen.tuned_grids`); it is not a formula of the SDE, so
+  ``scoregen.sample(..., spacing="tuned", grids=...)`` looks it up instead of this function.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 from scoregen.sde.base import SDE
 
 SPACINGS = ("auto", "uniform", "quadratic", "logsnr", "edm")
+TUNED = "tuned"  # a model's fitted grid (scoregen.tuned_grids), not a formula of the SDE
 
 
 def time_grid(
@@ -43,6 +47,10 @@ def time_grid(
     """``steps + 1`` descending times from ``T`` (see module docstring). Float64, CPU."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if spacing == TUNED:
+        raise ValueError("spacing='tuned' is a grid fitted to a model, not a formula: pass "
+                         "grids=<run folder or TunedGrids> to scoregen.sample (fit one with "
+                         "`scoregen tune-grid`)")
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; known: {', '.join(SPACINGS)}")
     if spacing == "auto":

@@ -1,0 +1,120 @@
+"""Fit few-step time grids to a model (GITS + refinement on teacher trajectories).
+
+``RUN_OR_PRESET`` is a run or checkpoint folder (grids are saved in the checkpoint folder,
+next to the weights) or an exact-mixture preset (ring8, mix16, mix64; grids are saved in
+``--out``, default ``runs/tuned_grids/<preset>``). One teacher is shared by every sampler and
+budget asked for. Use the grids with ``--spacing tuned``. Examples::
+
+    scoregen tune-grid ring8 --sde ddpm --sampler ipndm,unipc --nfe 5,10
+    scoregen tune-grid runs/digits --sde ddpm --sampler ipndm --nfe 5,10
+    scoregen sample runs/digits --sde ddpm --sampler ipndm --nfe 5 --spacing tuned
+    scoregen compare --preset ring8 --sde ddpm --spacing tuned --grids runs/tuned_grids/ring8 \\
+        --samplers ipndm,unipc --budgets 5,10
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_OUT = Path("runs/tuned_grids")
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}"
+                                         ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="RUN_OR_PRESET",
+                        help="run/checkpoint folder, or an oracle preset (ring8, mix16, mix64)")
+    parser.add_argument("--sampler", type=_names, required=True,
+                        help="deterministic fixed-step sampler(s), comma-separated")
+    parser.add_argument("--nfe", type=_ints, required=True, help="NFE budget(s), e.g. 5,10")
+    parser.add_argument("--sde", help="SDE (preset default: vp; a run: re-target to it)")
+    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="sampler option, e.g. order=3 (repeatable; applies to every sampler)")
+    parser.add_argument("-n", type=int, default=320, help="teacher trajectories (default 320)")
+    parser.add_argument("--held-out", type=int, default=64,
+                        help="trajectories kept out of the fit to check it (default 64)")
+    parser.add_argument("--teacher-steps", type=int, default=200,
+                        help="steps of the teacher solve (default 200)")
+    parser.add_argument("--max-evals", type=int, default=400,
+                        help="sampler runs per fitted grid (default 400)")
+    parser.add_argument("--seed", type=int, default=0, help="trajectory k starts from seed + k")
+    parser.add_argument("--out", help="folder of tuned_grids.json (default: the checkpoint "
+                                      "folder, or runs/tuned_grids/<preset>)")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--opt {item!r} must look like key=value, e.g. order=3")
+        opts[key.strip()] = yaml.safe_load(value)
+    return opts
+
+
+def _problem(args: argparse.Namespace):
+    """``(model, sde, event shape, dtype, device, default output folder, description)``."""
+    import torch
+
+    from scoregen import analytic
+    from scoregen import sde as sde_lib
+
+    if args.target in analytic.PRESETS.list():
+        mixture = analytic.preset(args.target)
+        process = sde_lib.get(args.sde or "vp")
+        out = PRESET_OUT / args.target
+        return (mixture.model(process), process, mixture.shape, torch.float64, "cpu", out,
+                f"preset {args.target}")
+    from scoregen.training import resolve_device
+    from scoregen.training.checkpoint import find_checkpoint, load_model
+
+    device = resolve_device(args.device)
+    folder = find_checkpoint(args.target)  # a clear error when it is neither
+    model = load_model(folder, ema=not args.no_ema, device=device)
+    process = sde_lib.get(args.sde) if args.sde else model.sde
+    return (model.under(process), process, tuple(model.network.spec["shape"]), torch.float32,
+            device, folder, f"checkpoint {folder}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scoregen.grid_tuning import teacher_trajectories, tune_grid
+    from scoregen.tuned_grids import TunedGrids
+
+    model, process, shape, dtype, device, default_out, what = _problem(args)
+    options = _options(args.opt)
+    store = TunedGrids.load(args.out or default_out, missing_ok=True)
+    print(f"teacher: {args.n} trajectories of {what} under {process.name}")
+    teacher = teacher_trajectories(model, process, shape, args.n, seed=args.seed,
+                                   teacher_steps=args.teacher_steps, dtype=dtype, device=device)
+    for sampler in args.sampler:
+        for nfe in args.nfe:
+            grid = tune_grid(model, process, sampler, nfe, options=options, teacher=teacher,
+                             held_out=args.held_out, seed=args.seed, max_evals=args.max_evals,
+                             progress=not args.no_progress)
+            store.add(grid)
+            fit, held = grid.info["fit"], grid.info.get("held_out", {})
+            print(f"{sampler} {nfe} NFE ({grid.nfe} counted): endpoint error default "
+                  f"{fit['default']:.4g} -> tuned {fit['tuned']:.4g} (fit), "
+                  f"{held.get('default', float('nan')):.4g} -> "
+                  f"{held.get('tuned', float('nan')):.4g} (held out); "
+                  f"ts = {[round(t, 5) for t in grid.ts]}")
+    path = store.save()
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,69 @@
+"""NFE budgets as step counts: the largest step count whose *counted* NFE fits a budget.
+
+A step count means different NFE for different samplers (``n`` for one-evaluation methods,
+``2n - 1`` for EDM Heun on a grid ending in ``0``, ``order (n - 1) + 1`` for single-step
+DPM-Solver++, ...). :func:`plan_steps` never relies on a formula: it is given a function
+that *counts* the NFE of a step count (by running the sampler on a one-sample batch, whose
+NFE is the same as any batch's for a fixed-step sampler) and searches::
+
+    steps = max(1, budget // nfe_per_step)
+    while steps > 1 and count(steps) is None or > budget:  steps -= 1
+    while count(steps + 1) <= budget:                       steps += 1
+
+``count`` returns ``None`` for a step count the sampler refuses (e.g. a tuned grid that does
+not exist). :func:`count_nfe` is that function for a registered sampler;
+``scoregen.sample(..., nfe=N)`` and ``scoregen compare`` both plan through here.
+Self-stepping samplers (``nfe_per_step=None``) have no step count: :func:`check_plannable`
+says so and names their tolerance options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scoregen.samplers import SAMPLERS
+
+CountFn = Callable[[int], "int | None"]
+
+
+def plan_steps(count: CountFn, budget: int, nfe_per_step: int | None = 1) -> int | None:
+    """The step count whose ``count`` is the largest ``<= budget`` (``None`` if none fits)."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ValueError(f"an NFE budget must be an integer >= 1, got {budget!r}")
+    steps = max(1, budget // (nfe_per_step or 1))
+    used = count(steps)
+    while steps > 1 and (used is None or used > budget):
+        steps -= 1
+        used = count(steps)
+    if used is None or used > budget:
+        return None
+    while (more := count(steps + 1)) is not None and more <= budget:
+        steps += 1
+    return steps
+
+
+def check_plannable(sampler: str) -> int:
+    """``nfe_per_step`` of ``sampler``; a clear error for self-stepping ones."""
+    meta = SAMPLERS.meta(sampler)
+    if meta["nfe_per_step"] is None:
+        opts = ", ".join(meta.get("tolerance_options", ("rtol", "atol")))
+        raise ValueError(f"{sampler} chooses its own steps: a step count or NFE budget does "
+                         f"not apply to it; set its tolerance ({opts}) instead")
+    return meta["nfe_per_step"]
+
+
+def count_nfe(run: Callable[[int], int]) -> CountFn:
+    """A ``count`` for :func:`plan_steps` from ``run(steps) -> counted NFE`` (one sample);
+    a step count the sampler or its grid refuses (``ValueError``/``KeyError``) counts as
+    ``None``."""
+
+    def count(steps: int) -> int | None:
+        try:
+            return int(run(steps))
+        except (ValueError, KeyError):
+            return None
+
+    return count
+
+
+__all__ = ["check_plannable", "count_nfe", "plan_steps"]

@@ -1,0 +1,146 @@
+"""Time grids fitted to one model: stored, found again, and handed to ``scoregen.sample``.
+
+:mod:`scoregen.grid_tuning` fits a grid for a model, a sampler (with its options), an SDE
+and an NFE budget; this module only keeps them. A :class:`TunedGrids` is a list of
+:class:`TunedGrid` entries saved as JSON (``tuned_grids.json``) next to the checkpoint it was
+fitted for (the checkpoint folder), or in a folder of the user's choice for the exact
+mixture presets. Entries are keyed by ``(sampler, options, SDE config, nfe)``; saving an
+entry with the same key replaces the old one.
+
+``scoregen.sample(model, sde, shape, sampler, spacing="tuned", grids=G, nfe=N)`` (or
+``steps=``) takes the matching grid from ``G`` (a :class:`TunedGrids` or a path to one), so
+does ``scoregen sample RUN --spacing tuned`` and ``scoregen compare --spacing tuned``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoregen.sde.base import SDE
+
+FILENAME = "tuned_grids.json"
+FORMAT = 1
+
+
+def _canonical(options: dict[str, Any] | None) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(options or {}), sort_keys=True))
+
+
+@dataclass
+class TunedGrid:
+    """One fitted grid: ``ts`` (descending, ending in ``0`` for the denoising step) for
+    ``sampler`` with ``options`` under the SDE ``sde`` (its config), costing ``nfe`` counted
+    evaluations. ``info``: how it was fitted (objective before/after, held-out errors,
+    teacher, seconds)."""
+
+    sampler: str
+    options: dict[str, Any]
+    sde: dict[str, Any]
+    nfe: int
+    ts: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """The ``steps`` of this grid in ``scoregen.sample``'s sense (intervals)."""
+        return len(self.ts) - 1
+
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.sampler, json.dumps(_canonical(self.options), sort_keys=True),
+                json.dumps(self.sde, sort_keys=True), int(self.nfe))
+
+    def tensor(self) -> Tensor:
+        return torch.tensor(self.ts, dtype=torch.float64)
+
+
+class TunedGrids:
+    """A collection of :class:`TunedGrid`; :meth:`load`/:meth:`save` read and write
+    ``tuned_grids.json``."""
+
+    def __init__(self, grids: list[TunedGrid] | None = None, path: Path | None = None) -> None:
+        self.grids: list[TunedGrid] = list(grids or [])
+        self.path = path
+
+    @staticmethod
+    def file(path: str | os.PathLike[str]) -> Path:
+        """``path`` itself if it is a ``.json`` file, else ``path/tuned_grids.json``."""
+        path = Path(path)
+        return path if path.suffix == ".json" else path / FILENAME
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], missing_ok: bool = False) -> TunedGrids:
+        """The grids in ``path`` (a folder or a ``.json`` file); an empty collection when
+        the file does not exist and ``missing_ok``."""
+        file = cls.file(path)
+        if not file.is_file():
+            if missing_ok:
+                return cls([], file)
+            raise FileNotFoundError(f"no tuned grids at {file}; fit some with `scoregen "
+                                    "tune-grid RUN_OR_PRESET --sampler S --nfe N`")
+        try:
+            raw = json.loads(file.read_text())
+            grids = [TunedGrid(**g) for g in raw["grids"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{file} is not a tuned-grid file ({err}); delete it and run "
+                             "`scoregen tune-grid` again") from None
+        return cls(grids, file)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Write every grid (atomically) to ``path`` (default: where they were loaded from)."""
+        target = self.path if path is None else self.file(path)
+        if target is None:
+            raise ValueError("give a folder or .json path to save the tuned grids to")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, "grids": [asdict(g) for g in self.grids]},
+                                  indent=1))
+        os.replace(tmp, target)
+        self.path = target
+        return target
+
+    def add(self, grid: TunedGrid) -> None:
+        """Add ``grid``, replacing an entry with the same key."""
+        self.grids = [g for g in self.grids if g.key() != grid.key()] + [grid]
+
+    def matching(self, sampler: str, sde: SDE, options: dict[str, Any] | None = None
+                 ) -> list[TunedGrid]:
+        """Entries for ``sampler`` with exactly ``options`` under ``sde``, by NFE."""
+        opts, cfg = _canonical(options), sde.config()
+        found = [g for g in self.grids
+                 if g.sampler == sampler and _canonical(g.options) == opts and g.sde == cfg]
+        return sorted(found, key=lambda g: g.nfe)
+
+    def select(self, sampler: str, sde: SDE, options: dict[str, Any] | None = None, *,
+               steps: int | None = None, nfe: int | None = None) -> Tensor:
+        """The grid for ``nfe`` (the tuned grid of the largest NFE ``<= nfe``) or, without
+        ``nfe``, the one with ``steps`` intervals. A clear error lists what exists."""
+        found = self.matching(sampler, sde, options)
+        if nfe is not None:
+            fits = [g for g in found if g.nfe <= nfe]
+            chosen = fits[-1] if fits else None
+        else:
+            chosen = next((g for g in found if g.steps == steps), None)
+        if chosen is None:
+            have = ", ".join(f"{g.nfe} NFE ({g.steps} steps)" for g in found) or "none"
+            where = self.path or "this collection"
+            want = f"nfe <= {nfe}" if nfe is not None else f"steps={steps}"
+            raise ValueError(
+                f"no tuned grid for {sampler} {_canonical(options) or ''} under {sde.name} with "
+                f"{want} in {where} (tuned: {have}); fit one with `scoregen tune-grid ... "
+                f"--sampler {sampler} --nfe N`")
+        return chosen.tensor()
+
+
+def as_grids(grids: TunedGrids | str | os.PathLike[str]) -> TunedGrids:
+    """A :class:`TunedGrids` from itself or from a path (folder or ``.json``)."""
+    return grids if isinstance(grids, TunedGrids) else TunedGrids.load(grids)
+
+
+__all__ = ["FILENAME", "TunedGrid", "TunedGrids", "as_grids"]
