@@ -86,7 +86,8 @@ class TrainConfig:
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
             ``bf16``.
         threads: CPU threads for torch (0 = from the environment: ``OMP_NUM_THREADS`` when
-            set, else the cores this process may use).
+            set, else the cores this process may use; resolved by ``build_trainer``, while a
+            ``Trainer`` built directly leaves torch's setting alone).
         log_every, ckpt_every, sample_every: intervals in steps (0 = only at the end).
         keep_checkpoints: how many of the newest checkpoints to keep.
         max_seconds: wall-clock budget of one ``fit`` (0 = none): training stops cleanly

@@ -178,7 +178,8 @@ class Trainer:
         labels: Tensor | None = None,
     ) -> None:
         self.opt = options or TrainOptions()
-        torch.set_num_threads(resolve_threads(self.opt.threads)[0])
+        if self.opt.threads:  # 0: as the caller set it (build_trainer: from the environment)
+            torch.set_num_threads(self.opt.threads)
         self.device = resolve_device(self.opt.device)
         self.amp_dtype = resolve_precision(self.opt.precision, self.device)
         self.model = model.to(self.device).train()
@@ -471,6 +472,7 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     if out.exists() and not out.is_dir():
         raise ValueError(f"run folder {out} is a file; choose another --out folder")
     device = resolve_device(cfg.train.device)
+    torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
     lock = RunLock(out).acquire(break_stale=break_lock)
     try:
         clean_leftovers(out)
