@@ -48,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--preset", default="ring8", help="oracle mixture: ring8, mix16, mix64")
     src.add_argument("--sde", help="SDE (oracle default: vp; for a checkpoint: re-target to it)")
     src.add_argument("--checkpoint", help="run or checkpoint folder instead of the oracle")
-    src.add_argument("--reference", help="reference samples (.npz) for --checkpoint "
-                     "(default: the test split of the run's dataset)")
+    src.add_argument("--model", metavar="MODULE:FUNCTION", help="a Python callable that "
+                     "returns a scoregen model (package.module:function or file.py:function)")
+    src.add_argument("--reference", help="reference samples (.npz) for --checkpoint or --model "
+                     "(default: the test split of the run's dataset, or the model's `dataset`)")
     src.add_argument("--no-ema", action="store_true", help="use the raw weights")
     parser.add_argument("--samplers", type=_names, help="comma-separated scoregen samplers "
                         "(default: every registered one; `scoregen list samplers`)")
@@ -97,7 +99,20 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    if args.checkpoint:
+    if args.model:
+        from scoregen.adapters import load_model_spec
+        from scoregen.training import resolve_device
+
+        model = load_model_spec(args.model)
+        if getattr(model, "shape", None) is None:
+            raise ValueError(f"--model {args.model}: the model needs a `shape` attribute "
+                             "(the event shape of one sample, e.g. (2,) or (1, 8, 8))")
+        problem = compare.model_problem(model, args.n, shape=tuple(model.shape),
+                                        name=args.model, dataset=getattr(model, "dataset", None),
+                                        reference=args.reference, sde=args.sde,
+                                        device=resolve_device(args.device))
+        problem.dtype = dtype or torch.float32
+    elif args.checkpoint:
         from scoregen.training import resolve_device
 
         problem = compare.checkpoint_problem(args.checkpoint, args.n, reference=args.reference,

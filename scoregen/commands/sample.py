@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from scoregen.commands._model import add_model_argument, load_source
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="run folder or checkpoint folder")
+    parser.add_argument("path", nargs="?", help="run folder or checkpoint folder")
+    add_model_argument(parser)
     parser.add_argument("--sampler", help="a name from `scoregen list samplers`")
     parser.add_argument("--steps", type=int, help="sampler steps")
     parser.add_argument("-n", type=int, help="number of samples")
@@ -33,19 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scoregen import sde as sde_lib
     from scoregen.plotting import save_samples
     from scoregen.sampling import sample
     from scoregen.training import resolve_device
-    from scoregen.training.checkpoint import load_model, read_checkpoint
-    from scoregen.training.config import SampleConfig, parse_config
+    from scoregen.training.config import SampleConfig
 
     device = resolve_device(args.device)
-    ckpt = read_checkpoint(args.path)
-    run_cfg = ckpt.meta.get("run_config")
-    defaults = parse_config(run_cfg).sample if run_cfg else SampleConfig()
-    model = load_model(ckpt.path, ema=not args.no_ema, device=device)
-    target = sde_lib.get(args.sde) if args.sde else model.sde
+    src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    defaults = src.sample or SampleConfig()
+    if src.shape is None:
+        raise ValueError(f"--model {args.model}: the model needs a `shape` attribute (the "
+                         "event shape of one sample, e.g. (2,) or (1, 8, 8))")
     sampler = args.sampler or defaults.sampler
     opts = dict(defaults.options) if sampler == defaults.sampler else {}
     for item in args.opt:
@@ -56,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     n = args.n or defaults.n
     steps = args.steps or defaults.steps
     seed = defaults.seed if args.seed is None else args.seed
-    shape = (n, *model.network.spec["shape"])
-    res = sample(model.under(target), target, shape, sampler, steps,
+    shape = (n, *src.shape)
+    res = sample(src.model, src.sde, shape, sampler, steps,
                  spacing=args.spacing or defaults.spacing, seed=seed, device=device,
                  progress=not args.no_progress, **opts)
-    run_dir = ckpt.path.parent.parent
+    run_dir = src.run_dir or Path(".")
     out = Path(args.out) if args.out else run_dir / "samples" / f"sample_{sampler}_{steps}.png"
-    title = f"{sampler}, {steps} steps, {res.nfe} NFE, step {ckpt.step}"
+    title = f"{sampler}, {steps} steps, {res.nfe} NFE" + (
+        f", step {src.step}" if src.step is not None else "")
     save_samples(res.x, out, title)
     npz = out.with_suffix(".npz")
     np.savez(npz, x=res.x.float().cpu().numpy(), nfe=res.nfe, ts=res.ts.numpy(), seed=seed,
