@@ -199,9 +199,9 @@ USER_MODULE = textwrap.dedent('''
 def test_model_callable_runs_sample_evaluate_and_compare(tmp_path: Path, monkeypatch, capsys):
     """``--model module:function`` from the command line: the exact ring8 oracle gives the
     exact NLL through evaluate, samples through sample, and a table through compare."""
-    (tmp_path / "mymodels.py").write_text(USER_MODULE)
+    (tmp_path / "cli_models.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
-    spec = "mymodels:make_model"
+    spec = "cli_models:make_model"
     assert main(["evaluate", "--model", spec, "--metrics", "nll,swd", "--n", "60",
                  "--out", "ev.json", "--no-progress", "--device", "cpu"]) == 0
     lik = json.loads((tmp_path / "ev.json").read_text())["likelihood"]
