@@ -14,7 +14,7 @@ Models", Theorem 3, the denoising form ``L^DSM`` of their bound) give::
 with ``grad log q_t = -eps / s_t`` the score of the transition and ``div f = D f(t)``. The
 bracket is ``g^2 (|s_theta|^2 - 2 s_theta . grad log q_t) - 2 D f``; written with the model's
 ``eps_hat = -sigma_t s_theta`` it needs one network evaluation per ``(t, eps)``. It is the
-continuous-time VDM bound (Kingma et al. 2021, eq. 17: ``L_diff = int dlambda
+continuous-time VDM bound (Kingma et al. 2021, the diffusion loss ``L_diff = int dlambda
 |eps - eps_hat|^2``) for a density at ``t0`` instead of a decoder: the first term is VDM's
 diffusion loss, the others are the prior and the entropy of the transition in closed form.
 
@@ -22,7 +22,7 @@ diffusion loss, the others are the prior and the entropy of the transition in cl
 ``[lambda_T, lambda_t0]``: the density ``q(t) = g^2 / (2 sigma_t^2 Lambda)`` (because
 ``d lambda / dt = -g^2 / (2 sigma^2)`` for every SDE here; ``Lambda = lambda_t0 -
 lambda_T``) is the likelihood weighting itself (Song et al. 2021, sec. 5; Kingma et al.
-2021, sec. 5: uniform in log-SNR), so the weight ``g^2 / q`` is the constant ``2 sigma^2
+2021: uniform in log-SNR), so the weight ``g^2 / q`` is the constant ``2 sigma^2
 Lambda``. Per draw the estimate of the integral is::
 
     Lambda [ |eps_hat|^2 - 2 (sigma_t / s_t) eps_hat . eps - 2 D f sigma_t^2 / g^2 ].
@@ -30,7 +30,12 @@ Lambda``. Per draw the estimate of the integral is::
 The ``K`` times per example are stratified (``u_k = (k + U_k) / K``) and each ``eps`` is used
 with ``-eps`` as well (antithetic pair): ``sigma_t / s_t`` grows without bound as ``t -> t0``,
 and the pair cancels the part of ``eps_hat(x_t) . eps`` that is odd in ``eps``, which keeps the
-variance finite there. The prior term is exact for the Gaussian prior ``N(0, p^2 I)``:
+variance finite there. Far from ``t0`` the estimate follows ``|eps|^2``; the control variate
+``beta_t (|eps|^2 - D)`` (mean zero, so the estimate stays unbiased for every model) with
+``beta_t = sigma_t^2 / C_t (2 - s_t^2 / C_t)``, ``C_t = alpha_t^2 sigma_data^2 + sigma_t^2``,
+removes that part exactly for Gaussian data of std ``sigma_data`` (default 0.5).
+
+The prior term is exact for the Gaussian prior ``N(0, p^2 I)``:
 ``E[-log pi(x_T)] = (a_T^2 |x|^2 + D s_T^2) / (2 p^2) + D/2 log(2 pi p^2)``.
 
 With the exact score and ``pi = p_T`` the bound is tight for every ``x``: the model's path
@@ -94,6 +99,7 @@ def variational_bound(
         model: a :class:`scoregen.param.Model` for ``sde``.
         x: ``(B, *D)`` data (already dequantized for discrete data).
         n_times: ``K`` stratified log-SNR draws per example (each an antithetic pair).
+        sigma_data: data std of the control variate (any value keeps the bound unbiased).
         t_min: the time of the density (default ``sde.t_min``).
         seeds: ``(B,)`` per-example seeds (default ``seed + arange(B)``).
     """
