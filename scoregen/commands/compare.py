@@ -52,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--preset", default="ring8", help="oracle mixture: ring8, mix16, mix64")
     src.add_argument("--sde", help="SDE (oracle default: vp; for a checkpoint: re-target to it)")
     src.add_argument("--checkpoint", help="run or checkpoint folder instead of the oracle")
-    src.add_argument("--reference", help="reference samples (.npz) for --checkpoint "
-                     "(default: the test split of the run's dataset)")
+    src.add_argument("--model", metavar="MODULE:FUNCTION", help="a Python callable that "
+                     "returns a scoregen model (package.module:function or file.py:function)")
+    src.add_argument("--reference", help="reference samples (.npz) for --checkpoint or --model "
+                     "(default: the test split of the run's dataset, or the model's `dataset`)")
     src.add_argument("--no-ema", action="store_true", help="use the raw weights")
     src.add_argument("--guidance", type=_floats, help="classifier-free guidance scales on the "
                      "exact oracle, e.g. 1,2,4,8 (0: unconditional, 1: conditional)")
@@ -124,11 +126,24 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.guidance:
-        if args.checkpoint:
+        if args.checkpoint or args.model:
             raise ValueError("--guidance runs on the exact oracle (--preset); it does not take "
-                             "--checkpoint")
+                             "--checkpoint or --model")
         return _run_guided(args, dtype or torch.float64)
-    if args.checkpoint:
+    if args.model:
+        from scoregen.adapters import load_model_spec
+        from scoregen.training import resolve_device
+
+        model = load_model_spec(args.model)
+        if getattr(model, "shape", None) is None:
+            raise ValueError(f"--model {args.model}: the model needs a `shape` attribute "
+                             "(the event shape of one sample, e.g. (2,) or (1, 8, 8))")
+        problem = compare.model_problem(model, args.n, shape=tuple(model.shape),
+                                        name=args.model, dataset=getattr(model, "dataset", None),
+                                        reference=args.reference, sde=args.sde,
+                                        device=resolve_device(args.device))
+        problem.dtype = dtype or torch.float32
+    elif args.checkpoint:
         from scoregen.training import resolve_device
 
         problem = compare.checkpoint_problem(args.checkpoint, args.n, reference=args.reference,

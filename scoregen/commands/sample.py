@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from scoregen.commands._model import add_model_argument, load_source
+
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
@@ -41,7 +43,8 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="run folder or checkpoint folder")
+    parser.add_argument("path", nargs="?", help="run folder or checkpoint folder")
+    add_model_argument(parser)
     parser.add_argument("--sampler", help="a name from `scoregen list samplers`")
     parser.add_argument("--steps", type=positive_int,
                         help="sampler steps (not for adaptive samplers: they pick their own)")
@@ -155,21 +158,19 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from scoregen import sde as sde_lib
     from scoregen.nfe_budget import check_plannable
     from scoregen.plotting import clip_to_range, save_samples
     from scoregen.samplers import SAMPLERS
     from scoregen.sampling import sample
     from scoregen.training import resolve_device
-    from scoregen.training.checkpoint import load_model, read_checkpoint
-    from scoregen.training.config import SampleConfig, parse_config
+    from scoregen.training.config import SampleConfig
 
     device = resolve_device(args.device)
-    ckpt = read_checkpoint(args.path)
-    run_cfg = ckpt.meta.get("run_config")
-    defaults = parse_config(run_cfg).sample if run_cfg else SampleConfig()
-    model = load_model(ckpt.path, ema=not args.no_ema, device=device)
-    target = sde_lib.get(args.sde) if args.sde else model.sde
+    src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    defaults = src.sample or SampleConfig()
+    if src.shape is None:
+        raise ValueError(f"--model {args.model}: the model needs a `shape` attribute (the "
+                         "event shape of one sample, e.g. (2,) or (1, 8, 8))")
     sampler = args.sampler or defaults.sampler
     adaptive = SAMPLERS.meta(sampler).get("nfe_per_step") is None
     if adaptive and args.steps is not None:
@@ -185,11 +186,16 @@ def run(args: argparse.Namespace) -> int:
     steps = defaults.steps if args.steps is None else args.steps
     seed = defaults.seed if args.seed is None else args.seed
     spacing = args.spacing or defaults.spacing
-    grids = (args.grids or ckpt.path) if spacing == "tuned" else None
-    event = tuple(model.data_shape)
+    grids = None
+    if spacing == "tuned":
+        from scoregen.training.checkpoint import find_checkpoint
+
+        grids = args.grids or (find_checkpoint(args.path) if args.path else None)
+    event = tuple(src.shape)
     labels, per_row = None, 0
     if args.classes is not None:
-        labels, per_row = class_labels(args.classes, model.num_classes, n, args.path)
+        labels, per_row = class_labels(args.classes, getattr(src.model, "num_classes", None), n,
+                                       src.name)
         n = len(labels)
     elif args.guidance is not None:
         raise ValueError("--guidance needs --class (the classes to guide towards)")
@@ -215,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                              "--guidance-interval")
         if args.nfe is not None or grids is not None:
             raise ValueError("--inpaint takes --steps; not --nfe or --spacing tuned")
-        res = inpaint(model.under(target), target, known, ~fill, sampler, steps,
+        res = inpaint(src.model, src.sde, known, ~fill, sampler, steps,
                       spacing=spacing, seed=seed,
                       resample=args.resample, progress=not args.no_progress,
                       cond=cond_opts["cond"], guidance=cond_opts["guidance"], **opts)
@@ -223,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         plot, per_row = torch.cat([shown, res.x]), n
         what += f", inpaint {args.mask}"
     else:
-        res = sample(model.under(target), target, (n, *event), sampler, steps, nfe=args.nfe,
+        res = sample(src.model, src.sde, (n, *event), sampler, steps, nfe=args.nfe,
                      spacing=spacing, grids=grids, seed=seed, device=device,
                      progress=not args.no_progress, **cond_opts, **opts)
         plot = res.x
@@ -233,11 +239,12 @@ def run(args: argparse.Namespace) -> int:
     clipped, outside = (clip_to_range(x) if images else (x, 0.0))
     if images:
         plot = clip_to_range(plot.float().cpu())[0]
-    run_dir = ckpt.path.parent.parent
+    run_dir = src.run_dir or Path(".")
     name = f"sample_{sampler}" if adaptive else f"sample_{sampler}_{steps}"
     out = Path(args.out) if args.out else run_dir / "samples" / f"{name}.png"
     title = (f"{sampler}, {res.nfe} NFE" if adaptive else
-             f"{sampler}, {steps} steps, {res.nfe} NFE") + f"{what}, step {ckpt.step}"
+             f"{sampler}, {steps} steps, {res.nfe} NFE") + what + (
+        f", step {src.step}" if src.step is not None else "")
     save_samples(plot, out, title, ncol=per_row or None)
     keep_raw = args.no_clip or not images
     npz = out.with_suffix(".npz")

@@ -196,42 +196,59 @@ def guided_problem(name: str = "ring8", sde: str | SDE = "vp", scale: float = 1.
 def checkpoint_problem(path: str | Path, n: int = 2000, *, reference: str | Path | None = None,
                        sde: str | None = None, ema: bool = True,
                        device: str | torch.device = "cpu") -> Problem:
-    """A trained model; reference samples from ``reference`` (an ``.npz``; array ``x`` or the
-    first array) or else the test split of the run's dataset (mixture datasets also give the
-    exact mixture). The noise floor compares a second real set with the reference: the rest
-    of the split when it holds ``2n`` samples, else the dataset's train split (8x8 digits:
-    the 1500 train images against the 297 test images)."""
-    import numpy as np
-
-    from scoregen import sde as sde_lib
-    from scoregen.data import load_dataset
+    """A trained model on the run's dataset (see :func:`model_problem`)."""
     from scoregen.training.checkpoint import load_model, read_checkpoint
     from scoregen.training.config import parse_config
 
     model = load_model(path, ema=ema, device=device)
+    run_cfg = read_checkpoint(path).meta.get("run_config")
+    if not run_cfg and reference is None:
+        raise ValueError(f"checkpoint {path} holds no run config; give --reference file.npz")
+    cfg = parse_config(run_cfg) if run_cfg else None
+    return model_problem(model, n, shape=tuple(model.network.spec["shape"]),
+                         name=f"checkpoint {path}", dataset=cfg.data.name if cfg else None,
+                         data_options=cfg.data.options if cfg else None, reference=reference,
+                         sde=sde, device=device)
+
+
+def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: str,
+                  dataset: str | None = None, data_options: dict[str, Any] | None = None,
+                  reference: str | Path | None = None, sde: str | None = None,
+                  device: str | torch.device = "cpu") -> Problem:
+    """Any model (a trained run, an adapter, ``--model module:function``); reference samples
+    from ``reference`` (an ``.npz``; array ``x`` or the first array) or else the test split of
+    ``dataset`` (mixture datasets also give the exact mixture). The noise floor compares a
+    second real set with the reference: the rest of the split when it holds ``2n`` samples,
+    else the dataset's train split (8x8 digits: the 1500 train images against the 297 test
+    images)."""
+    import numpy as np
+
+    from scoregen import sde as sde_lib
+    from scoregen.data import load_dataset
+    from scoregen.param import retarget
+
     process = sde_lib.get(sde) if sde else model.sde
-    shape = tuple(model.network.spec["shape"])
+    options = dict(data_options or {})
     mixture = None
     if reference is not None:
         with np.load(reference, allow_pickle=False) as npz:
             data = torch.as_tensor(npz["x"] if "x" in npz.files else npz[npz.files[0]])
     else:
-        run_cfg = read_checkpoint(path).meta.get("run_config")
-        if not run_cfg:
-            raise ValueError(f"checkpoint {path} holds no run config; give --reference file.npz")
-        cfg = parse_config(run_cfg)
-        data = load_dataset(cfg.data.name, "test", **cfg.data.options)
-        if cfg.data.name == "mixture":
-            mixture = preset(cfg.data.options.get("preset", "ring8"))
+        if dataset is None:
+            raise ValueError(f"{name}: no dataset for the reference samples; give "
+                             "--reference file.npz")
+        data = load_dataset(dataset, "test", **options)
+        if dataset == "mixture":
+            mixture = preset(options.get("preset", "ring8"))
     data = data.to(torch.float32)
-    if tuple(data.shape[1:]) != shape:
+    if tuple(data.shape[1:]) != tuple(shape):
         raise ValueError(f"reference samples have shape {tuple(data.shape[1:])}, the model "
-                         f"makes {shape}")
+                         f"makes {tuple(shape)}")
     ref = data[:n]
     floor = data[n:2 * n] if len(data) >= 2 * n else None
     if floor is None and reference is None:  # a small test split: real train data as the floor
-        floor = load_dataset(cfg.data.name, "train", **cfg.data.options)[:n].to(torch.float32)
-    return Problem(f"checkpoint {path} ({process.name})", model.under(process), process, shape,
+        floor = load_dataset(dataset, "train", **options)[:n].to(torch.float32)
+    return Problem(f"{name} ({process.name})", retarget(model, process), process, tuple(shape),
                    ref, floor, mixture, torch.float32, device)
 
 

@@ -26,33 +26,29 @@ Conventions (also in ``docs/metrics.md``):
   ``"hutchinson"``: ``div v = E_z[z^T (dv/dx) z]`` with probes ``z`` fixed for the whole
   trajectory (Grathwohl et al. 2018, "FFJORD", eq. 6), unbiased for the integral;
   ``"auto"``: exact when ``D <= 16``.
-- **Bits per dimension.** With ``dequantize=L``, the data are ``L`` grey levels
-  ``x_k = -1 + 2k/(L-1)`` (``k = 0..L-1``; 256 for 8-bit images, 17 for the 8x8 digits).
-  Each level owns the bin ``[x_k - Delta/2, x_k + Delta/2)``, ``Delta = 2/(L-1)``; the
-  bins are disjoint, so ``P(k) = int_bin p(x) dx`` is a valid discrete model, and with
-  ``u ~ U(-1/2, 1/2)^D`` Jensen's inequality gives (Theis et al. 2016, sec. 3.1;
-  Ho et al. 2020, sec. 3.3 discuss the same discretisation)::
-
-      log P(k) = log E_u[p(x_k + Delta u)] + D log Delta
-              >= E_u[log p(x_k + Delta u)] + D log Delta.
-
-  ``logp`` is then the one-draw estimate ``log p(x_k + Delta u)`` and
-  ``bpd = -(logp + D log Delta) / (D ln 2)``, an upper bound on the discrete code length
-  in expectation. For ``L = 256`` this differs by ``log2(256/255) = 0.0056`` bits/dim from
-  the ``[0, 1) * 256`` convention of Song et al. 2021 (their offset of 7 bits/dim for data
-  in ``[-1, 1]``: ``Delta = 2/256``). Without ``dequantize`` the data are treated as
+- **Bits per dimension.** With ``dequantize=L`` the data are ``L`` grey levels on
+  ``[-1, 1]``; uniform noise of one bin width ``Delta = 2/(L-1)`` is added and
+  ``bpd = -(logp + D log Delta) / (D ln 2)``, an upper bound on the discrete code length in
+  expectation (the change of variables and the bound are written out in
+  :mod:`scoregen.evaluation.dequantize`). Without ``dequantize`` the data are treated as
   continuous and ``bpd`` is ``None``.
+- **Randomness.** With ``seeds`` (one per example, e.g. ``seed + global index``) the
+  dequantization noise (draw 0) and the probes (draws ``1 .. n_probes``) come from the
+  counter-based :class:`scoregen.noise.NoiseSource`, so an example's result does not depend
+  on the batch it is in (or the process that ran it); otherwise one ``torch.Generator``
+  seeded with ``seed`` draws them for the batch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
+from scoregen.noise import NoiseSource
 from scoregen.param import Denoiser, Model
 from scoregen.sde.base import SDE
 
@@ -101,6 +97,7 @@ def log_likelihood(
     dequantize: int | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     options: dict[str, Any] | None = None,
+    seeds: Tensor | None = None,
 ) -> LikelihoodResult:
     """``log p_{t_min}(x)`` in nats by the probability-flow ODE (see the module docstring).
 
@@ -114,9 +111,11 @@ def log_likelihood(
         n_probes: probes per sample averaged at every evaluation (Hutchinson only).
         method, rtol, atol: passed to ``torchdiffeq.odeint`` (adaptive ``dopri5`` default).
         t_min: start time (default ``sde.t_min``).
-        seed: seeds the probes and the dequantization noise.
+        seed: seeds the probes and the dequantization noise (without ``seeds``).
         dequantize: number of grey levels ``L`` of discrete data in ``[-1, 1]``; adds
             uniform noise of one bin width and reports bits/dim.
+        seeds: ``(B,)`` per-example seeds for the probes and the dequantization noise
+            (batch-independent; see the module docstring).
         prior_logp: ``x_T -> (B,)`` log-density at ``T`` (default ``sde.prior_logp``); the
             exact ``p_T`` of an analytic model removes the prior mismatch.
         options: extra ``torchdiffeq.odeint`` options (e.g. ``{"step_size": 0.01}`` for the
@@ -132,13 +131,23 @@ def log_likelihood(
     if kind == "auto":
         kind = "exact" if D <= EXACT_MAX_DIM else "hutchinson"
     gen = torch.Generator(device=x.device).manual_seed(seed)
+    noise = None
+    if seeds is not None:
+        seeds = torch.as_tensor(seeds, dtype=torch.int64)
+        if seeds.shape != (x.shape[0],):
+            raise ValueError(f"seeds must have shape ({x.shape[0]},), got {tuple(seeds.shape)}")
+        noise = NoiseSource(seeds.to(x.device), tuple(x.shape[1:]), x.dtype, x.device)
+    quant = None if dequantize is None else Quantization(dequantize)
     with torch.inference_mode(False), torch.no_grad():
         x = x.detach().clone()
-        delta = _bin_width(dequantize) if dequantize is not None else None
-        if delta is not None:
-            u = torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device) - 0.5
-            x = x + delta * u
-        z = _draw_probes(probes, (n_probes, *x.shape), gen, x) if kind == "hutchinson" else None
+        if quant is not None:
+            u = (uniform_from_normal(noise.draw(0)) if noise is not None else
+                 torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device) - 0.5)
+            x = quant.dequantize(x, u)
+        z = None
+        if kind == "hutchinson":
+            z = (_draw_probes(probes, (n_probes, *x.shape), gen, x) if noise is None else
+                 _probes_from_normals(probes, [noise.draw(1 + p) for p in range(n_probes)]))
         denoiser = Denoiser(model, sde)
 
         ts = torch.tensor([t0, sde.T], dtype=x.dtype, device=x.device)
@@ -157,9 +166,7 @@ def log_likelihood(
         x_T, delta_logp = xs[-1], divs[-1]
         prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T)
         logp = prior + delta_logp
-        bpd = None
-        if delta is not None:
-            bpd = -(logp + D * math.log(delta)) / (D * math.log(2))
+        bpd = None if quant is None else quant.bits_per_dim(logp, D)
     return LikelihoodResult(logp, bpd, denoiser.nfe, prior, delta_logp, x_T)
 
 
@@ -216,11 +223,10 @@ def _draw_probes(kind: str, shape: tuple[int, ...], gen: torch.Generator, like: 
     return (2 * signs - 1).to(like.dtype)
 
 
-def _bin_width(levels: int) -> float:
-    """Width ``2 / (L - 1)`` of one of ``L`` evenly spaced grey levels in ``[-1, 1]``."""
-    if not (isinstance(levels, int) and levels >= 2):
-        raise ValueError(f"dequantize must be the number of grey levels (>= 2), got {levels!r}")
-    return 2.0 / (levels - 1)
+def _probes_from_normals(kind: str, normals: list[Tensor]) -> Tensor:
+    """``(P, B, *D)`` probes from standard normal draws: the signs (Rademacher) or the draws."""
+    z = torch.stack(normals)
+    return z if kind == "gaussian" else torch.where(z < 0, -1.0, 1.0).to(z.dtype)
 
 
 def _check_args(x: Tensor, divergence: str, probes: str, n_probes: int) -> str:
