@@ -73,7 +73,7 @@ def _draw(label: str, mix, sde, x_T: torch.Tensor, budget: int) -> tuple[torch.T
 
 
 def run(preset_name: str, sde, budgets: list[int], starts: int, nll_n: int,
-        nll_budgets: list[int]) -> tuple[dict, dict, float]:
+        nll_budgets: list[int], labels: list[str] | None = None) -> tuple[dict, dict, float]:
     """``(errors[label][budget], nll[label][budget], noise floor of |nll gap|)``."""
     mix = preset(preset_name)
     x_T = sde.prior_std() * NoiseSource(seeds_for(starts, 7), mix.shape, torch.float64).draw(0)
@@ -85,7 +85,7 @@ def run(preset_name: str, sde, budgets: list[int], starts: int, nll_n: int,
              for k in range(5)]
     errors: dict = {}
     nll: dict = {}
-    labels = [*OURS, *PEERS]
+    labels = labels or [*OURS, *PEERS]
     for label in tqdm(labels, desc=preset_name, leave=False):
         for budget in budgets:
             x, nfe = _draw(label, mix, sde, x_T, budget)
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nll-budgets", nargs="+", type=int, default=[50, 100])
     parser.add_argument("--starts", type=int, default=32)
     parser.add_argument("--nll-n", type=int, default=1000)
+    parser.add_argument("--methods", nargs="+", default=None, choices=[*OURS, *PEERS],
+                        metavar="LABEL", help="a subset of the labelled methods")
     parser.add_argument("--out", default="runs/endpoint_error")
     args = parser.parse_args(argv)
     sde = sde_lib.get(args.sde)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     reports, curves = [], {}
     for name in args.presets:
         errors, nll, floor = run(name, sde, args.budgets, args.starts, args.nll_n,
-                                 args.nll_budgets)
+                                 args.nll_budgets, args.methods)
         reports.append(markdown(name, sde, errors, nll, floor))
         curves[f"{name} ({sde.name})"] = errors
         print(reports[-1], flush=True)
