@@ -9,6 +9,10 @@ results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out. Examples::
     scoregen compare --preset mix64 --samplers ddim,heun --budgets 10,20,50
     scoregen compare --sde ddpm --peers            # with diffusers and k-diffusion
     scoregen compare --checkpoint runs/toy2d --reference test.npz
+    torchrun --standalone --nproc_per_node=2 -m scoregen compare --checkpoint runs/ddp
+
+Under ``torchrun`` every run's samples are shared out over the processes (sample ``k`` on
+rank ``k mod world``, from its own seed) and gathered on rank 0, which scores and writes.
 """
 
 from __future__ import annotations
@@ -93,34 +97,39 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from scoregen import distributed
     from scoregen.evaluation import compare
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
+    ctx = distributed.setup("cpu" if args.device == "auto" and not args.checkpoint
+                            else args.device)
+    if args.n < ctx.world:
+        raise ValueError(f"-n {args.n} is fewer samples than the {ctx.world} processes")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.checkpoint:
-        from scoregen.training import resolve_device
-
         problem = compare.checkpoint_problem(args.checkpoint, args.n, reference=args.reference,
                                              sde=args.sde, ema=not args.no_ema,
-                                             device=resolve_device(args.device))
+                                             device=ctx.device)
         problem.dtype = dtype or torch.float32
     else:
         problem = compare.oracle_problem(args.preset, args.sde or "vp", args.n, args.seed,
                                          dtype or torch.float64)
-        problem.device = "cpu" if args.device == "auto" else args.device
+        problem.device = ctx.device
     methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
     peer_messages: list[str] = []
     if args.peers:
         from scoregen.evaluation import peers
         names = None if args.peers == "all" else _names(args.peers)
         found, peer_messages = peers.peer_methods(names, problem.sde)
-        for line in peer_messages:
+        for line in peer_messages if ctx.is_main else ():
             print(line)
         methods += found
     comp = compare.run_comparison(
         problem, methods, args.budgets, args.tolerances, n=args.n, seed=args.seed,
         max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
         progress=not args.no_progress)
+    if not ctx.is_main:
+        return 0
     comp.settings["spacing"] = args.spacing
     for line in comp.skipped:
         print(f"skipped: {line}")

@@ -6,6 +6,7 @@ Writes into the run folder (``train.out``, or ``--out``): ``config.yaml``, ``log
     scoregen train configs/toy2d.yaml
     scoregen train configs/toy2d.yaml --steps 200 --out runs/try --set train.lr=1e-3
     scoregen train configs/toy2d.yaml --out runs/try --steps 400 --resume
+    torchrun --standalone --nproc_per_node=2 -m scoregen train configs/digits.yaml --out runs/ddp
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"train.{key}={value}")
     cfg = load_config(args.config, overrides)
     trainer = build_trainer(cfg, progress=not args.no_progress, resume=args.resume)
-    if trainer.step:
+    main = trainer.ctx.is_main  # under torchrun, rank 0 reports
+    if trainer.step and main:
         print(f"resuming {cfg.train.out} from step {trainer.step}")
     result = trainer.fit()
-    print(f"trained {result.step} steps in {result.seconds:.1f} s "
-          f"({result.examples_per_s:.0f} examples/s, last loss {result.loss:.4f}); "
-          f"checkpoint: {result.checkpoint}")
+    if main:
+        print(f"trained {result.step} steps in {result.seconds:.1f} s "
+              f"({result.examples_per_s:.0f} examples/s, last loss {result.loss:.4f}); "
+              f"checkpoint: {result.checkpoint}")
     return 0

@@ -108,12 +108,18 @@ def images(
         raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
                         f"(data.size); resize them or set data.size: [{H}, {W}]")
     x = _to_unit_range(arr, source)
+    return x[split_indices(len(x), split, test_fraction, source)]
+
+
+def split_indices(n: int, split: str, test_fraction: float, source: Path) -> Tensor:
+    """Indices of ``split`` among ``n`` images: a permutation with seed 0, the first
+    ``round(test_fraction * n)`` for ``test``, the rest for ``train``."""
     if not 0 <= test_fraction < 1:
         raise ValueError(f"data.test_fraction must lie in [0, 1), got {test_fraction}")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n_test = round(test_fraction * len(x))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_test = round(test_fraction * n)
     idx = perm[:n_test] if split == "test" else perm[n_test:]
     if len(idx) == 0:
-        raise DataError(f"{source}: the {split} split is empty ({len(x)} images, "
+        raise DataError(f"{source}: the {split} split is empty ({n} images, "
                         f"test_fraction={test_fraction})")
-    return x[idx]
+    return idx

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from scoregen.noise import NoiseSource
 from scoregen.param import Denoiser, Model
 from scoregen.sde.base import SDE
 
@@ -101,6 +102,7 @@ def log_likelihood(
     dequantize: int | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     options: dict[str, Any] | None = None,
+    seeds: Tensor | None = None,
 ) -> LikelihoodResult:
     """``log p_{t_min}(x)`` in nats by the probability-flow ODE (see the module docstring).
 
@@ -121,6 +123,9 @@ def log_likelihood(
             exact ``p_T`` of an analytic model removes the prior mismatch.
         options: extra ``torchdiffeq.odeint`` options (e.g. ``{"step_size": 0.01}`` for the
             fixed-step ``"rk4"``).
+        seeds: ``(B,)`` per-sample seeds: sample ``k``'s probes and dequantization noise
+            come from its own :class:`~scoregen.noise.NoiseSource` stream (so they do not
+            depend on the batch; :func:`log_likelihood_sharded`) instead of ``seed``.
     """
     from torchdiffeq import odeint
 
@@ -135,10 +140,17 @@ def log_likelihood(
     with torch.inference_mode(False), torch.no_grad():
         x = x.detach().clone()
         delta = _bin_width(dequantize) if dequantize is not None else None
+        own = None if seeds is None else NoiseSource(seeds, tuple(x.shape[1:]), torch.float64,
+                                                     x.device)
         if delta is not None:
-            u = torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device) - 0.5
+            u = (torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device) - 0.5
+                 if own is None else (torch.special.ndtr(own.draw(0)) - 0.5).to(x.dtype))
             x = x + delta * u
-        z = _draw_probes(probes, (n_probes, *x.shape), gen, x) if kind == "hutchinson" else None
+        z = None
+        if kind == "hutchinson":
+            z = (_draw_probes(probes, (n_probes, *x.shape), gen, x) if own is None else
+                 torch.stack([_own_probe(probes, own.draw(1 + p)) for p in range(n_probes)]
+                             ).to(x.dtype))
         denoiser = Denoiser(model, sde)
 
         ts = torch.tensor([t0, sde.T], dtype=x.dtype, device=x.device)
@@ -216,6 +228,39 @@ def _draw_probes(kind: str, shape: tuple[int, ...], gen: torch.Generator, like: 
     return (2 * signs - 1).to(like.dtype)
 
 
+def _own_probe(kind: str, z: Tensor) -> Tensor:
+    """A probe from standard normals ``z``: ``z`` itself or its signs (Rademacher)."""
+    return z if kind == "gaussian" else torch.where(z < 0, -1.0, 1.0).to(z.dtype)
+
+
+def log_likelihood_sharded(model: Model, sde: SDE, x: Tensor, *, seed: int = 0,
+                           **kwargs: Any) -> LikelihoodResult | None:
+    """:func:`log_likelihood` of ``x`` shared out over the processes of a ``torchrun`` job.
+
+    Rank ``r`` integrates the samples ``k`` with ``k mod world == r`` on its own, with the
+    per-sample seeds ``seed + k`` (no DDP wrapper and no collective inside the solve, so an
+    adaptive solver may take a different number of steps on each rank without any rank
+    waiting for another); rank 0 gathers the results in index order and gets the
+    :class:`LikelihoodResult` (``nfe``: the largest count of a rank), the others ``None``.
+    One process: the same per-sample seeds, so the result does not depend on the number of
+    processes except through the adaptive step control, which sees its own shard.
+    """
+    from scoregen import distributed
+
+    n = x.shape[0]
+    index = distributed.shard(n)
+    res = log_likelihood(model, sde, x[index.to(x.device)], seeds=seed + index,
+                         seed=seed, **kwargs)
+    nfe = int(distributed.all_reduce(torch.tensor(res.nfe), "max"))
+    parts = {name: distributed.gather_ordered(getattr(res, name).contiguous(), n)
+             for name in ("logp", "prior_logp", "delta_logp", "x_T")}
+    bpd = None if res.bpd is None else distributed.gather_ordered(res.bpd.contiguous(), n)
+    if parts["logp"] is None:
+        return None
+    return LikelihoodResult(parts["logp"], bpd, nfe, parts["prior_logp"], parts["delta_logp"],
+                            parts["x_T"])
+
+
 def _bin_width(levels: int) -> float:
     """Width ``2 / (L - 1)`` of one of ``L`` evenly spaced grey levels in ``[-1, 1]``."""
     if not (isinstance(levels, int) and levels >= 2):
@@ -275,6 +320,7 @@ __all__ = [
     "divergence_exact",
     "divergence_hutchinson",
     "log_likelihood",
+    "log_likelihood_sharded",
 ]
 
 

@@ -3,35 +3,55 @@
 Each step::
 
     lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
-    x0    = data[randint(N, (B,))]                                 minibatch, with replacement
-    loss  = loss_fn(model, x0, generator)                          DSM / DDPM (training.losses)
+    batch = B examples k = 0..B-1: data index, u (-> t) and eps    keyed to (seed, step, k)
+    loss  = mean_k loss_fn(model, x0_k, u=u_k, eps=eps_k)         DSM / DDPM (training.losses)
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
 
-Every random draw of training (batch indices, ``t``, ``eps``) comes from one CPU
-``torch.Generator`` seeded with ``seed``; its state goes into checkpoints, so a resumed run
-equals an uninterrupted one bit for bit (given deterministic kernels, e.g. on the CPU).
+Every random draw of an example (its data index, ``t``, ``eps``) is a pure function of the
+run's ``seed``, the step and the example's index ``k`` in the global batch
+(:mod:`scoregen.training.batches`); the data are visited in epochs, each a permutation
+seeded by ``(seed, epoch)``. A checkpoint holds the step and the position in that stream,
+so a resumed run equals an uninterrupted one bit for bit (given deterministic kernels, e.g.
+on the CPU), at any number of processes.
+
+Several processes (``torchrun``, :mod:`scoregen.distributed`): ``batch_size`` is the global
+batch; rank ``r`` of ``W`` computes the slice ``k in [r B/W, (r+1) B/W)``, split again into
+``accumulate`` micro-batches (gradients summed locally under DDP's ``no_sync``, averaged
+over ranks once per step). The network is wrapped in DistributedDataParallel for the loss
+only; the EMA reads the unwrapped module. Before each checkpoint the weights are compared
+across ranks (:func:`scoregen.distributed.check_consistency`); rank 0 alone writes files
+(checkpoints, ``log.csv``, sample plots) and shows the progress bar. One process and ``W``
+processes follow the same trajectory up to the order of floating-point sums.
+
 The LR schedule depends on the step only, so it is the same whatever ``steps`` a run is
 given. A NaN or infinite loss stops training with :class:`TrainingDivergedError`; checkpoints
 written before it are kept. Mixed precision: bf16 autocast on CUDA when ``precision`` is
-``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when available.
+``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when available (the local
+rank's GPU under ``torchrun``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import inspect
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from scoregen import distributed
 from scoregen.models import ScoreModel
+from scoregen.training.batches import Batch, EpochOrder, draw_batch, local_slices
 from scoregen.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -53,9 +73,11 @@ class TrainingDivergedError(RuntimeError):
 class TrainOptions(TrainConfig):
     """Trainer options: the fields of the ``train`` config section
     (:class:`scoregen.training.config.TrainConfig`; ``out`` is not used by the trainer, which
-    is given its run folder) plus ``progress``, whether to show a tqdm bar."""
+    is given its run folder) plus ``progress``, whether to show a tqdm bar, and ``workers``,
+    the ``DataLoader`` workers of a streamed dataset (``data.workers``)."""
 
     progress: bool = True
+    workers: int = 2
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
@@ -90,25 +112,41 @@ class TrainResult:
     checkpoint: Path | None
 
 
+class _Objective(nn.Module):
+    """The loss as a module, so DistributedDataParallel can wrap it: ``forward(batch)`` is
+    ``loss_fn(model, x0, u=..., eps=...)`` on the raw model (which keeps its attributes)."""
+
+    def __init__(self, model: ScoreModel, loss_fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.loss_fn(self.model, batch.x0, u=batch.u, eps=batch.eps)
+
+
 class Trainer:
-    """Trains a :class:`ScoreModel` on a data tensor ``(N, *D)`` with ``loss_fn``.
+    """Trains a :class:`ScoreModel` on data ``(N, *D)`` with ``loss_fn``.
 
     Args:
         model: the model to train (moved to the chosen device).
-        data: training data in ``[-1, 1]``.
-        loss_fn: ``loss_fn(model, x0, generator) -> scalar``
-            (:func:`scoregen.training.losses.loss_for`).
+        data: training data in ``[-1, 1]``: a tensor (held on the device: the fast path) or
+            a map-style ``torch.utils.data.Dataset`` of ``(*D)`` tensors, streamed through a
+            ``DataLoader`` with ``options.workers`` worker processes
+            (:func:`scoregen.data.loader.open_dataset`).
+        loss_fn: ``loss_fn(model, x0, u=u, eps=eps) -> scalar`` with each example's uniform
+            ``u`` and noise ``eps`` (:func:`scoregen.training.losses.loss_for`).
         options: :class:`TrainOptions`.
         out_dir: run folder for checkpoints, ``log.csv`` and plots (``None``: write nothing).
         run_config: stored in checkpoints (the validated config as a dict).
         sample_fn: ``sample_fn(ema_model, step)`` called every ``sample_every`` steps and at
-            the end (e.g. :func:`make_sample_fn`).
+            the end, on rank 0 (e.g. :func:`make_sample_fn`).
     """
 
     def __init__(
         self,
         model: ScoreModel,
-        data: Tensor,
+        data: Tensor | Dataset,
         loss_fn: Callable[..., Tensor],
         options: TrainOptions | None = None,
         out_dir: str | Path | None = None,
@@ -118,20 +156,37 @@ class Trainer:
         self.opt = options or TrainOptions()
         if self.opt.threads:
             torch.set_num_threads(self.opt.threads)
-        self.device = resolve_device(self.opt.device)
+        self.ctx = distributed.setup(self.opt.device)
+        self.slices = local_slices(self.opt.batch_size, self.ctx.world, self.ctx.rank,
+                                   self.opt.accumulate)
+        self.device = self.ctx.device
         self.amp_dtype = resolve_precision(self.opt.precision, self.device)
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.data = data.to(self.device)
+        self.data = data.to(self.device) if isinstance(data, Tensor) else data
+        self.order = EpochOrder(len(data), self.opt.seed)
+        self.position = 0  # examples of the data stream consumed so far
         self.loss_fn = loss_fn
+        self.objective: nn.Module = _Objective(self.model, loss_fn)
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers are constants (embedding frequencies): no re-broadcast every forward
+            params = inspect.signature(DistributedDataParallel).parameters
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                     else {"broadcast_buffers": False})
+            self.objective = DistributedDataParallel(
+                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None,
+                **quiet)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.opt.lr,
                                            weight_decay=self.opt.weight_decay)
-        self.generator = torch.Generator().manual_seed(self.opt.seed)
         self.step = 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.writes = self.ctx.is_main and self.out_dir is not None  # rank 0 writes, alone
         self.run_config = run_config
         self.sample_fn = sample_fn
         self.last_checkpoint: Path | None = None
+        self._stream: Iterator[Tensor] | None = None
 
     # -- pieces of the loop ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -148,30 +203,57 @@ class Trainer:
         for b_ema, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             b_ema.copy_(b)
 
-    def batch(self) -> Tensor:
-        idx = torch.randint(len(self.data), (self.opt.batch_size,), generator=self.generator)
-        return self.data[idx.to(self.device)]
+    def batches(self) -> list[Batch]:
+        """This rank's micro-batches of the current step (global indices :attr:`slices`)."""
+        out = []
+        for index in self.slices:
+            if isinstance(self.data, Tensor):
+                idx = self.order.indices(self.position + int(index[0]), len(index))
+                x0 = self.data[idx.to(self.device)]
+            else:
+                x0 = next(self._data_stream()).to(self.device, non_blocking=True)
+            out.append(draw_batch(x0, self.opt.seed, self.step, index))
+        return out
+
+    def _data_stream(self) -> Iterator[Tensor]:
+        if self._stream is None:
+            from scoregen.data.loader import stream_batches
+
+            self._stream = stream_batches(self.data, self.order, self.position,
+                                          self.opt.batch_size, self.slices,
+                                          workers=self.opt.workers,
+                                          pin_memory=self.device.type == "cuda")
+        return self._stream
 
     def train_step(self) -> float:
-        """One optimizer step; returns the loss (raises :class:`TrainingDivergedError`)."""
+        """One optimizer step on the global batch; returns its loss (averaged over ranks;
+        raises :class:`TrainingDivergedError`)."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0 = self.batch()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            loss = self.loss_fn(self.model, x0, self.generator)
-        value = float(loss.detach())
-        if not torch.isfinite(loss):
-            self._diverged(value)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        micro = self.batches()
+        total = torch.zeros((), device=self.device)
+        for m, batch in enumerate(micro):
+            sync = m == len(micro) - 1 or not self.ctx.distributed
+            with contextlib.nullcontext() if sync else self.objective.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss = self.objective(batch)
+                if len(micro) > 1:
+                    loss = loss / len(micro)
+                loss.backward()
+            total = total + loss.detach().float()
+        value = float(distributed.all_reduce(total, "mean"))
+        if not math.isfinite(value):
+            self._diverged(value)
         if self.opt.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
             if not torch.isfinite(norm):
                 self._diverged(value, what="gradient norm")
         self.optimizer.step()
         self.step += 1
+        self.position += self.opt.batch_size
         self.update_ema()
         return value
 
@@ -186,20 +268,29 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
-        return {"train_generator": self.generator.get_state()}
+        """What randomness needs besides the step: the position in the data stream."""
+        return {"data_position": torch.tensor([self.position], dtype=torch.int64),
+                "data_seed": torch.tensor([self.opt.seed], dtype=torch.int64)}
 
     def save(self) -> Path | None:
+        """Checkpoint (all ranks call it): weights compared across ranks, rank 0 writes
+        atomically, the others wait at a barrier."""
         if self.out_dir is None:
             return None
-        self.last_checkpoint = save_checkpoint(
-            self.out_dir / "checkpoints", self.step, self.model, ema=self.ema,
-            optimizer=self.optimizer, rng=self.rng_state(), run_config=self.run_config,
-            keep=self.opt.keep_checkpoints,
-        )
+        distributed.check_consistency(self.model, "the model")
+        distributed.check_consistency(self.ema, "the EMA model")
+        root = self.out_dir / "checkpoints"
+        if self.writes:
+            save_checkpoint(root, self.step, self.model, ema=self.ema,
+                            optimizer=self.optimizer, rng=self.rng_state(),
+                            run_config=self.run_config, keep=self.opt.keep_checkpoints)
+        distributed.barrier()
+        self.last_checkpoint = root / f"step_{self.step:06d}"
         return self.last_checkpoint
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, RNG."""
+        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step and the
+        data-stream position; the checkpoint may come from any number of processes."""
         ckpt = read_checkpoint(path)
         weights = ckpt.path / "weights.safetensors"
         load_state(self.model, ckpt.group("model"), weights)
@@ -207,19 +298,21 @@ class Trainer:
                    else ckpt.group("model"), weights)
         restore_optimizer(self.optimizer, ckpt)
         rng = ckpt.group("rng")
-        if "train_generator" not in rng:
-            raise CheckpointError(f"{weights} has no training generator state to resume from")
-        self.generator.set_state(rng["train_generator"])
+        if "data_position" not in rng:
+            raise CheckpointError(f"{weights} has no data-stream position to resume from "
+                                  "(written by an older scoregen); start a fresh run")
         self.step = ckpt.step
+        self.position = int(rng["data_position"][0])
+        self._stream = None  # the loader restarts at the restored position
         self.last_checkpoint = ckpt.path
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train until ``options.steps``; checkpoint, log and plot along the way."""
         opt = self.opt
-        log = _CsvLog(self.out_dir / "log.csv" if self.out_dir else None)
-        bar = tqdm(total=opt.steps, initial=self.step, desc="train", disable=not opt.progress,
-                   dynamic_ncols=True)
+        log = _CsvLog(self.out_dir / "log.csv" if self.writes else None)
+        bar = tqdm(total=opt.steps, initial=self.step, desc="train",
+                   disable=not (opt.progress and self.ctx.is_main), dynamic_ncols=True)
         start = t_log = time.perf_counter()
         first_step, losses, n_log, value, rate = self.step, [], 0, float("nan"), 0.0
         try:
@@ -237,11 +330,19 @@ class Trainer:
                     losses, n_log, t_log = [], 0, now
                 if _due(self.step, opt.ckpt_every, opt.steps):
                     self.save()
-                if self.sample_fn is not None and _due(self.step, opt.sample_every, opt.steps):
+                if (self.sample_fn is not None and self.ctx.is_main
+                        and _due(self.step, opt.sample_every, opt.steps)):
                     self.sample_fn(self.ema, self.step)
+        except torch.distributed.DistError as err:
+            raise distributed.DistributedError(
+                f"rank {self.ctx.rank} of {self.ctx.world}: a collective failed at step "
+                f"{self.step + 1} (another process died or stopped answering within "
+                f"{distributed.timeout_seconds():g} s): {str(err).splitlines()[0]}. Resume "
+                f"from {self.last_checkpoint or 'the run folder'} with --resume.") from err
         finally:
             bar.close()
             log.close()
+            self._stream = None
         if self.step == first_step:  # nothing to do (already trained to `steps`)
             self.save()
         seconds = time.perf_counter() - start
@@ -306,22 +407,28 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     from ``out_dir``'s latest checkpoint when ``resume`` is set and one exists.
     """
     from scoregen.data import load_dataset
+    from scoregen.data.loader import item_shape, open_dataset
     from scoregen.models import build_network
     from scoregen.sde import get as get_sde
     from scoregen.training.config import save_config
     from scoregen.training.losses import loss_for
 
     out = Path(out_dir if out_dir is not None else cfg.train.out)
-    data = load_dataset(cfg.data.name, "train", **cfg.data.options)
+    read = open_dataset if cfg.data.stream else load_dataset
+    data = read(cfg.data.name, "train", **cfg.data.options)
     sde = get_sde(cfg.sde.name, **cfg.sde.options)
     torch.manual_seed(cfg.train.seed)
-    net = build_network(cfg.model.network, tuple(data.shape[1:]), **cfg.model.options)
+    net = build_network(cfg.model.network, item_shape(data), **cfg.model.options)
     model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
     loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
                     cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
-    options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
-    device = resolve_device(options.device)
-    reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
+    options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
+                                      "workers": cfg.data.workers})
+    device = distributed.setup(options.device).device
+    shape = item_shape(data)
+    reference = (data[:2000] if isinstance(data, Tensor) else
+                 torch.stack([data[i] for i in range(min(2000, len(data)))])
+                 ) if shape == (2,) else None
     trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
                       make_sample_fn(cfg, out, reference, device))
     if resume:
@@ -332,8 +439,9 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         except CheckpointError as err:
             if "holds no checkpoint" not in str(err):
                 raise
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if trainer.writes:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     return trainer
 
 
