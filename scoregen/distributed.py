@@ -145,6 +145,18 @@ def _comm_device(x: Tensor) -> Tensor:
     return x
 
 
+_COMM_WORDS = ("gloo", "nccl", "timed out", "timeout", "connection closed", "connection reset",
+               "broken pipe", "socket", "watchdog")
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """Whether ``err`` comes from a failed or timed-out collective (a peer died or hangs)."""
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(w in text for w in _COMM_WORDS)
+
+
 # -- collectives (identities for one process) ---------------------------------------------------
 def barrier() -> None:
     """Wait until every rank is here."""
@@ -241,6 +253,7 @@ __all__ = [
     "check_consistency",
     "context",
     "gather_ordered",
+    "is_collective_failure",
     "launched",
     "resolve_device",
     "setup",

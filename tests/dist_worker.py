@@ -1,15 +1,17 @@
 """One ``torchrun`` job for ``tests/test_distributed.py``: every distributed path in turn.
 
 ``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py DIR
-[fault]``. DIR holds ``tiny.yaml`` and the single-process runs the test made; each step
-below writes its own output under DIR. With ``fault``, rank 1 dies (``os._exit``) during
-training after the step-10 checkpoint, which must take the whole job down.
+[die|hang]``. DIR holds ``tiny.yaml`` and the single-process runs the test made; each step
+below writes its own output under DIR. With ``die`` (``hang``), rank 1 exits abruptly
+(stops answering) during training after the step-10 checkpoint, which must take the whole
+job down.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +24,28 @@ from scoregen.evaluation.likelihood import log_likelihood_sharded
 from scoregen.training import Trainer
 
 
-def _die_at(step: int) -> None:
-    """Make rank 1 exit abruptly when it reaches ``step`` (a crash, not an exception)."""
+def _fail_at(step: int, how: str) -> None:
+    """Make rank 1 exit abruptly (``die``: a crash, not an exception) or stop answering
+    (``hang``) when it reaches ``step``."""
     original = Trainer.train_step
 
     def train_step(self: Trainer) -> float:
         if self.ctx.rank == 1 and self.step == step:
-            os._exit(17)
+            if how == "die":
+                os._exit(17)
+            time.sleep(3600)
         return original(self)
 
     Trainer.train_step = train_step
 
 
-def run(root: Path, fault: bool) -> None:
+def run(root: Path, fault: str | None) -> None:
     cfg = str(root / "tiny.yaml")
     quiet = ["--no-progress"]
-    if fault:
-        _die_at(12)
-        main(["train", cfg, "--out", str(root / "faulty"), *quiet])
-        raise SystemExit("training went on after a rank died")
+    if fault is not None:
+        _fail_at(12, fault)
+        code = main(["train", cfg, "--out", str(root / "faulty"), *quiet])
+        raise SystemExit(code or "training went on after a rank failed")
     if (root / "faulty").exists():  # the job after a crash: resume from the last checkpoint
         assert main(["train", cfg, "--out", str(root / "faulty"), "--resume", *quiet]) == 0
         return
@@ -66,4 +71,4 @@ def run(root: Path, fault: bool) -> None:
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]), fault=len(sys.argv) > 2 and sys.argv[2] == "fault")
+    run(Path(sys.argv[1]), fault=sys.argv[2] if len(sys.argv) > 2 else None)

@@ -47,9 +47,9 @@ TINY = {
 }
 
 
-def _torchrun(root: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(root: Path, *extra: str, timeout: int = 30) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           distributed.TIMEOUT_ENV: "30", "OMP_NUM_THREADS": "1"}
+           distributed.TIMEOUT_ENV: str(timeout), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "--monitor-interval=0.5", str(WORKER), str(root), *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
@@ -147,7 +147,7 @@ def test_sharded_likelihood_matches_one_process(job: Path) -> None:
 def test_a_dying_rank_stops_the_job_and_resume_continues(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     start = time.perf_counter()
-    proc = _torchrun(tmp_path, "fault")
+    proc = _torchrun(tmp_path, "die")
     assert proc.returncode != 0
     assert time.perf_counter() - start < 60  # no hang waiting for the dead rank
     assert "exitcode" in proc.stderr and "17" in proc.stderr, proc.stderr[-2000:]
@@ -161,6 +161,17 @@ def test_a_dying_rank_stops_the_job_and_resume_continues(tmp_path: Path) -> None
     model_b = load_model(tmp_path / "single", ema=False).state_dict()
     for k in model_a:
         torch.testing.assert_close(model_a[k], model_b[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_hanging_rank_times_out_with_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    start = time.perf_counter()
+    proc = _torchrun(tmp_path, "hang", timeout=5)
+    assert proc.returncode != 0
+    assert time.perf_counter() - start < 60
+    assert "scoregen train: error: rank 0 of 2: a collective failed at step 13" in proc.stderr
+    assert "within 5 s" in proc.stderr and "--resume" in proc.stderr
 
 
 # -- in-process pieces ----------------------------------------------------------------------------

@@ -333,7 +333,9 @@ class Trainer:
                 if (self.sample_fn is not None and self.ctx.is_main
                         and _due(self.step, opt.sample_every, opt.steps)):
                     self.sample_fn(self.ema, self.step)
-        except torch.distributed.DistError as err:
+        except RuntimeError as err:
+            if not (self.ctx.distributed and distributed.is_collective_failure(err)):
+                raise
             raise distributed.DistributedError(
                 f"rank {self.ctx.rank} of {self.ctx.world}: a collective failed at step "
                 f"{self.step + 1} (another process died or stopped answering within "
