@@ -89,7 +89,7 @@ class TrainConfig:
         accumulate: micro-batches per step on each process (gradient accumulation).
         warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
         ema_decay: EMA decay of the weights used for sampling.
-        seed: seeds the model init (in :func:`build_trainer`) and the training generator.
+        seed: seeds the model init (in :func:`build_trainer`) and every training draw.
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
             ``bf16``.

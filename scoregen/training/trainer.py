@@ -333,6 +333,8 @@ class Trainer:
                 if (self.sample_fn is not None and self.ctx.is_main
                         and _due(self.step, opt.sample_every, opt.steps)):
                     self.sample_fn(self.ema, self.step)
+        except (TrainingDivergedError, distributed.DistributedError):
+            raise
         except RuntimeError as err:
             if not (self.ctx.distributed and distributed.is_collective_failure(err)):
                 raise
