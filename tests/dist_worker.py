@@ -52,6 +52,9 @@ def run(root: Path, fault: str | None) -> None:
     # 1. two processes, two accumulation steps each: the trajectory of one process
     assert main(["train", cfg, "--out", str(root / "ddp"), "--set", "train.accumulate=2",
                  *quiet]) == 0
+    # 1b. the same, streamed through a DataLoader with a worker per process
+    assert main(["train", cfg, "--out", str(root / "ddp_stream"), "--set", "data.stream=true",
+                 "--set", "data.workers=1", *quiet]) == 0
     # 2. a one-process checkpoint (step 10) resumed on two processes
     assert main(["train", cfg, "--out", str(root / "resumed"), "--resume", *quiet]) == 0
     # 3. sharded sampling, gathered in index order (a stochastic sampler: per-sample noise)

@@ -1,13 +1,13 @@
 """Several processes (2 x gloo on the CPU, through ``torchrun``) against one process.
 
 One ``torchrun`` job (``tests/dist_worker.py``) runs training with DDP and gradient
-accumulation, a resume of a one-process checkpoint at two processes, sharded sampling, a
-sharded compare and a sharded likelihood; the test makes the one-process references in
-its own process and checks: the same trajectory (loss and weights to float-reduction
-precision), the same samples file byte for byte, the same comparison metrics. A second
-(slow) job kills a rank mid-run: the job must stop with an error, and resuming continues
-from the last checkpoint. The core helpers (sharding, batch splitting, keyed batches) are
-checked in-process.
+accumulation, training on streamed data, a resume of a one-process checkpoint at two
+processes, sharded sampling, a sharded compare and a sharded likelihood; the test makes the
+one-process references in its own process and checks: the same trajectory (loss and weights
+to float-reduction precision), the same samples file byte for byte, the same comparison
+metrics. Two slow jobs make a rank die or hang mid-run: the job must stop with an error,
+and resuming continues from the last checkpoint. The core helpers (sharding, batch
+splitting, keyed batches) and the streamed datasets are checked in-process.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_processes_follow_the_one_process_trajectory(job: Path) -> None:
     # 2 ranks x 2 accumulation steps x 8 examples against one process x 32 examples
     _assert_same_run(job / "ddp", job / "single")
+    _assert_same_run(job / "ddp_stream", job / "single")  # DataLoader workers on each rank
     assert sorted(p.name for p in (job / "ddp" / "checkpoints").glob("step_*")) == [
         "step_000010", "step_000020"]  # written once, by rank 0
 

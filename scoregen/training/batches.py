@@ -6,8 +6,9 @@ noise of :mod:`scoregen.noise`), and every random quantity of the example is a p
 of that key:
 
 - ``u``: one uniform number in ``(0, 1)`` that the loss maps to ``t`` (or to ``i`` of the
-  discrete DDPM loss); ``u = Phi(z)`` for draw 0 of the key's normal stream (float64).
-- ``eps``: the noise of ``x_t = alpha x0 + sigma eps``, draw 1 of the key's normal stream.
+  discrete DDPM loss): ``u = Phi(z_0)``, with ``z`` draw 0 of the key's normal stream
+  (:class:`scoregen.noise.NoiseSource`, float64, one value more than the data has);
+- ``eps``: the noise of ``x_t = alpha x0 + sigma eps``: the rest of ``z``.
 
 The data index comes from :class:`EpochOrder`: the examples are visited epoch after epoch,
 each epoch a fresh permutation of ``range(N)`` seeded by ``(seed, epoch)``; example ``k`` of
@@ -40,7 +41,7 @@ class Batch:
         eps: ``(b, *D)`` standard normal noise.
         index: ``(b,)`` the examples' global positions ``k`` in the step's batch.
         keys: ``(b,)`` int64 keys; further per-example draws use
-            ``NoiseSource(keys, shape).draw(j)`` with ``j >= 2``.
+            ``NoiseSource(keys, shape).draw(j)`` with ``j >= 1``.
     """
 
     x0: Tensor
@@ -53,15 +54,15 @@ class Batch:
 def example_keys(seed: int, step: int, index: Tensor) -> Tensor:
     """``key(seed, step, k)`` for the global example indices ``index`` (int64 tensor)."""
     base = splitmix64(splitmix64(torch.tensor(seed, dtype=torch.int64)) ^ step)
-    return splitmix64(base.to(index.device) ^ index.to(torch.int64))
+    return splitmix64(index.to(torch.int64) ^ int(base))
 
 
 def draw_batch(x0: Tensor, seed: int, step: int, index: Tensor) -> Batch:
     """The :class:`Batch` of examples ``index`` of step ``step`` with data ``x0``."""
     keys = example_keys(seed, step, index.to(x0.device))
-    z = NoiseSource(keys, (1,), torch.float64, x0.device).draw(0)[:, 0]
-    u = torch.special.ndtr(z).clamp(_U_EPS, 1 - _U_EPS)
-    eps = NoiseSource(keys, tuple(x0.shape[1:]), x0.dtype, x0.device).draw(1)
+    z = NoiseSource(keys, (1 + x0[0].numel(),), torch.float64, x0.device).draw(0)
+    u = torch.special.ndtr(z[:, 0]).clamp(_U_EPS, 1 - _U_EPS)
+    eps = z[:, 1:].to(x0.dtype).reshape(x0.shape)
     return Batch(x0, u, eps, index, keys)
 
 
