@@ -275,20 +275,20 @@ def test_streamed_training_equals_in_memory_and_resumes(tmp_path: Path) -> None:
 
     folder = _image_folder(tmp_path)
 
-    def trainer(data: object, steps: int, out: Path | None = None) -> Trainer:
+    def trainer(data: object, steps: int, out: Path | None = None, seed: int = 0) -> Trainer:
         torch.manual_seed(0)
         net = build_network("mlp", (1, 8, 8), width=16, depth=1)
         opts = TrainOptions(steps=steps, batch_size=8, accumulate=2, lr=1e-2, warmup=1,
                             log_every=1, ckpt_every=0, sample_every=0, progress=False,
-                            workers=1)
+                            workers=1, seed=seed)
         return Trainer(ScoreModel(net, sde_lib.get("vp")), data, DSMLoss(), opts, out)
 
     memory = trainer(load_dataset("images", path=str(folder)), 8)
     memory.fit()  # 8 steps x 8 examples: over the 36 train images, into a second epoch
     trainer(open_dataset("images", path=str(folder)), 4, tmp_path / "run").fit()
-    resumed = trainer(open_dataset("images", path=str(folder)), 8, tmp_path / "run")
+    resumed = trainer(open_dataset("images", path=str(folder)), 8, tmp_path / "run", seed=9)
     resumed.resume(tmp_path / "run")
-    assert resumed.position == 4 * 8
+    assert resumed.position == 4 * 8 and resumed.seed == 0  # the checkpoint's stream
     resumed.fit()
     for a, b in zip(memory.model.state_dict().values(), resumed.model.state_dict().values(),
                     strict=True):

@@ -164,7 +164,8 @@ class Trainer:
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.data = data.to(self.device) if isinstance(data, Tensor) else data
-        self.order = EpochOrder(len(data), self.opt.seed)
+        self.seed = self.opt.seed  # keys every draw; a resumed run keeps its checkpoint's
+        self.order = EpochOrder(len(data), self.seed)
         self.position = 0  # examples of the data stream consumed so far
         self.loss_fn = loss_fn
         self.objective: nn.Module = _Objective(self.model, loss_fn)
@@ -212,7 +213,7 @@ class Trainer:
                 x0 = self.data[idx.to(self.device)]
             else:
                 x0 = next(self._data_stream()).to(self.device, non_blocking=True)
-            out.append(draw_batch(x0, self.opt.seed, self.step, index))
+            out.append(draw_batch(x0, self.seed, self.step, index))
         return out
 
     def _data_stream(self) -> Iterator[Tensor]:
@@ -268,9 +269,9 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
-        """What randomness needs besides the step: the position in the data stream."""
+        """What randomness needs besides the step: the seed and the data-stream position."""
         return {"data_position": torch.tensor([self.position], dtype=torch.int64),
-                "data_seed": torch.tensor([self.opt.seed], dtype=torch.int64)}
+                "data_seed": torch.tensor([self.seed], dtype=torch.int64)}
 
     def save(self) -> Path | None:
         """Checkpoint (all ranks call it): weights compared across ranks, rank 0 writes
@@ -289,8 +290,9 @@ class Trainer:
         return self.last_checkpoint
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step and the
-        data-stream position; the checkpoint may come from any number of processes."""
+        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, the
+        seed of the training draws and the data-stream position (epoch and offset); the
+        checkpoint may come from any number of processes."""
         ckpt = read_checkpoint(path)
         weights = ckpt.path / "weights.safetensors"
         load_state(self.model, ckpt.group("model"), weights)
@@ -303,6 +305,9 @@ class Trainer:
                                   "(written by an older scoregen); start a fresh run")
         self.step = ckpt.step
         self.position = int(rng["data_position"][0])
+        if "data_seed" in rng:
+            self.seed = int(rng["data_seed"][0])
+            self.order = EpochOrder(self.order.n, self.seed)
         self._stream = None  # the loader restarts at the restored position
         self.last_checkpoint = ckpt.path
 
