@@ -71,6 +71,19 @@ def run(root: Path, fault: str | None) -> None:
     res = log_likelihood_sharded(mix.model(vp), vp, x, rtol=1e-6, atol=1e-6)
     if distributed.context().is_main:
         np.savez(root / "ddp_logp.npz", logp=res.logp.numpy(), nfe=res.nfe)
+    # 6. the consistency check: equal weights pass, one changed value fails on every rank
+    torch.manual_seed(0)
+    probe = torch.nn.Linear(3, 2)
+    distributed.check_consistency(probe, "the probe")
+    if distributed.context().rank == 1:
+        with torch.no_grad():
+            probe.weight[0, 0] += 1e-6
+    try:
+        distributed.check_consistency(probe, "the probe")
+        outcome = "no error"
+    except distributed.DistributedError as err:
+        outcome = str(err)
+    (root / f"consistency_{distributed.context().rank}.txt").write_text(outcome)
 
 
 if __name__ == "__main__":

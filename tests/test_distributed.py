@@ -144,6 +144,12 @@ def test_sharded_likelihood_matches_one_process(job: Path) -> None:
     np.testing.assert_allclose(two["logp"], exact, rtol=0, atol=1e-2)
 
 
+def test_ranks_that_disagree_fail_together(job: Path) -> None:
+    for rank in (0, 1):
+        text = (job / f"consistency_{rank}.txt").read_text()
+        assert text.startswith("the probe differs between ranks in 1 tensor(s) (weight)"), text
+
+
 @pytest.mark.slow
 def test_a_dying_rank_stops_the_job_and_resume_continues(tmp_path: Path) -> None:
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
