@@ -20,8 +20,11 @@ next collective (and ``torchrun`` stops the job).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import math
 import os
+import signal
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -106,6 +109,7 @@ def setup(device: str | torch.device = "auto") -> Context:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if not dist.is_initialized():
+        _die_with_launcher()
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -115,6 +119,20 @@ def setup(device: str | torch.device = "auto") -> Context:
     _CONTEXT = Context(dist.get_rank(), dist.get_world_size(), local_rank, dev,
                        dist.get_backend())
     return _CONTEXT
+
+
+def _die_with_launcher() -> None:
+    """Linux: ask for SIGTERM when the launcher dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    torchrun starts each worker in a session of its own, so a ``kill -9`` of ``torchrun``
+    would otherwise leave the workers training, and writing checkpoints, on their own.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
 
 
 def teardown() -> None:
