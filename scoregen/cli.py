@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from scoregen.distributed import DistributedError
     from scoregen.training import TrainingDivergedError
 
-    return (ValueError, KeyError, OSError, TrainingDivergedError)
+    return (ValueError, KeyError, OSError, TrainingDivergedError, DistributedError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,7 +88,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     a, b = resumed.optimizer.state_dict()["state"], full.optimizer.state_dict()["state"]
     for i in a:
         _assert_same(a[i], b[i])
-    assert torch.equal(resumed.generator.get_state(), full.generator.get_state())
+    assert resumed.position == full.position == 2 * n * 32
 
 
 def test_truncated_weights_name_the_file(tmp_path: Path) -> None:

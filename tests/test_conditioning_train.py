@@ -128,10 +128,16 @@ def test_label_dropout_rate():
     data, labels = torch.randn(100, 2), torch.arange(100) % 5
     trainer = Trainer(ScoreModel(net, get_sde("vp")), data, lambda *a, **k: None,
                       TrainOptions(label_dropout=0.3, progress=False), labels=labels)
-    y = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long))
+    from scoregen.training.batches import example_keys
+
+    keys = example_keys(0, 3, torch.arange(20_000))
+    y = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long), keys)
     assert abs(float((y == 5).float().mean()) - 0.3) < 0.02 and set(y.tolist()) == {0, 5}
+    # keyed to the example: the same keys drop the same labels, in any batch split
+    assert torch.equal(trainer.drop_labels(torch.zeros(500, dtype=torch.long), keys[:500]),
+                       y[:500])
     trainer.opt.label_dropout = None  # the default for a conditional model: 0.1
-    y = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long))
+    y = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long), keys)
     assert abs(float((y == 5).float().mean()) - 0.1) < 0.01
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
         Trainer(ScoreModel(net, get_sde("vp")), data, lambda *a, **k: None,

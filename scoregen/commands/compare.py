@@ -10,11 +10,15 @@ results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out. Examples::
     scoregen compare --sde ddpm --peers            # with diffusers and k-diffusion
     scoregen compare --checkpoint runs/toy2d --reference test.npz
     scoregen compare --preset ring8 --guidance 1,2,4,8   # classifier-free guidance, exact
+    torchrun --standalone --nproc_per_node=2 -m scoregen compare --checkpoint runs/ddp
 
 With ``--guidance``, every sampler (and peer) runs under classifier-free guidance on the
 exact class-conditional oracle, at each scale, against a dopri5 solve of the guided PF-ODE
 from the same noise; ``OUT/guidance_<w>/`` holds each scale's tables and ``OUT/guidance.md``
 the summary (endpoint error and class accuracy per sampler, scale and budget).
+
+Under ``torchrun`` every run's samples are shared out over the processes (sample ``k`` on
+rank ``k mod world``, from its own seed) and gathered on rank 0, which scores and writes.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from scoregen import distributed
     from scoregen.evaluation import compare
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
@@ -124,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
         from scoregen.training import resolve_device
 
         resolve_device(args.device)
+    ctx = distributed.setup("cpu" if args.device == "auto" and not (args.checkpoint or args.model)
+                            else args.device)
+    if args.n < ctx.world:
+        raise ValueError(f"-n {args.n} is fewer samples than the {ctx.world} processes")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.guidance:
         if args.checkpoint or args.model:
@@ -132,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_guided(args, dtype or torch.float64)
     if args.model:
         from scoregen.adapters import load_model_spec
-        from scoregen.training import resolve_device
 
         model = load_model_spec(args.model)
         if getattr(model, "shape", None) is None:
@@ -141,19 +149,17 @@ def run(args: argparse.Namespace) -> int:
         problem = compare.model_problem(model, args.n, shape=tuple(model.shape),
                                         name=args.model, dataset=getattr(model, "dataset", None),
                                         reference=args.reference, sde=args.sde,
-                                        device=resolve_device(args.device))
+                                        device=ctx.device)
         problem.dtype = dtype or torch.float32
     elif args.checkpoint:
-        from scoregen.training import resolve_device
-
         problem = compare.checkpoint_problem(args.checkpoint, args.n, reference=args.reference,
                                              sde=args.sde, ema=not args.no_ema,
-                                             device=resolve_device(args.device))
+                                             device=ctx.device)
         problem.dtype = dtype or torch.float32
     else:
         problem = compare.oracle_problem(args.preset, args.sde or "vp", args.n, args.seed,
                                          dtype or torch.float64)
-        problem.device = "cpu" if args.device == "auto" else args.device
+        problem.device = ctx.device
     grids = _tuned_grids(args) if args.spacing == "tuned" else None
     methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt), grids)
     peer_messages: list[str] = []
@@ -161,13 +167,15 @@ def run(args: argparse.Namespace) -> int:
         from scoregen.evaluation import peers
         names = None if args.peers == "all" else _names(args.peers)
         found, peer_messages = peers.peer_methods(names, problem.sde)
-        for line in peer_messages:
+        for line in peer_messages if ctx.is_main else ():
             print(line)
         methods += found
     comp = compare.run_comparison(
         problem, methods, args.budgets, args.tolerances, n=args.n, seed=args.seed,
         max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
         progress=not args.no_progress)
+    if not ctx.is_main:
+        return 0
     comp.settings["spacing"] = args.spacing
     for line in comp.skipped:
         print(f"skipped: {line}")

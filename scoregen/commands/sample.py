@@ -3,9 +3,13 @@
 Uses the EMA weights unless ``--no-ema``; defaults come from the run's ``sample`` config
 section. Image samples are clipped to the data range ``[-1, 1]`` (the PNG always; the
 ``.npz`` unless ``--no-clip``, and it records ``clipped`` and the fraction of values that
-fell outside). Non-finite samples are an error (exit 1). Example::
+fell outside). Non-finite samples are an error (exit 1). Under ``torchrun`` the samples are
+shared out: rank ``r`` draws the samples ``k`` with ``k mod world == r``, each from its own
+seed ``seed + k``, and rank 0 gathers them in index order and writes the files, which are
+then byte for byte those of one process (for samplers with a fixed grid). Examples::
 
     scoregen sample runs/toy2d --sampler ddim --steps 50 -n 512 --out toy.png
+    torchrun --standalone --nproc_per_node=2 -m scoregen sample runs/ddp -n 10000 --out s.npz
     scoregen sample runs/digits_cond --class all --guidance 2 --sampler dpm_solver++ \
         --steps 10 --out grid.png              # one row per class
     scoregen sample runs/digits --inpaint data.npz --mask right-half --out filled.png
@@ -21,7 +25,9 @@ above the results.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfe", type=positive_int, help="NFE budget instead of --steps: the "
                         "step count whose counted NFE is the largest <= NFE")
     parser.add_argument("-n", type=positive_int, help="number of samples")
-    parser.add_argument("--out", help="output PNG (an .npz with the same stem is written too)")
+    parser.add_argument("--out", help="output PNG or .npz (both are written, with one stem)")
     parser.add_argument("--seed", type=int, help="sample k uses seed + k")
     parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
                                           "quadratic, logsnr, edm, or tuned (the grid fitted by "
@@ -155,17 +161,28 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
     return opts
 
 
+def save_npz(path: Path, **arrays: Any) -> None:
+    """``numpy.savez`` with a fixed timestamp in the zip headers: equal arrays, equal bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, value in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                        buf.getvalue())
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from scoregen import distributed
     from scoregen.nfe_budget import check_plannable
     from scoregen.plotting import clip_to_range, save_samples
     from scoregen.samplers import SAMPLERS
     from scoregen.sampling import sample
-    from scoregen.training import resolve_device
     from scoregen.training.config import SampleConfig
 
-    device = resolve_device(args.device)
+    ctx = distributed.setup(args.device)
+    device = ctx.device
     src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
     defaults = src.sample or SampleConfig()
     if src.shape is None:
@@ -221,20 +238,33 @@ def run(args: argparse.Namespace) -> int:
                              "--guidance-interval")
         if args.nfe is not None or grids is not None:
             raise ValueError("--inpaint takes --steps; not --nfe or --spacing tuned")
+        if ctx.world > 1:
+            raise ValueError("--inpaint runs in one process; run it without torchrun")
         res = inpaint(src.model, src.sde, known, ~fill, sampler, steps,
                       spacing=spacing, seed=seed,
                       resample=args.resample, progress=not args.no_progress,
                       cond=cond_opts["cond"], guidance=cond_opts["guidance"], **opts)
         shown = torch.where(fill, torch.zeros_like(known), known)
-        plot, per_row = torch.cat([shown, res.x]), n
+        samples, nfe = res.x, res.nfe
+        plot, per_row = torch.cat([shown, samples]), n
         what += f", inpaint {args.mask}"
     else:
-        res = sample(src.model, src.sde, (n, *event), sampler, steps, nfe=args.nfe,
-                     spacing=spacing, grids=grids, seed=seed, device=device,
-                     progress=not args.no_progress, **cond_opts, **opts)
-        plot = res.x
+        if n < ctx.world:
+            raise ValueError(f"-n {n} is fewer samples than the {ctx.world} processes; "
+                             f"ask for at least {ctx.world}")
+        index = distributed.shard(n)  # this rank's samples k (all of them for one process)
+        if labels is not None:
+            cond_opts["cond"] = labels[index]
+        res = sample(src.model, src.sde, (len(index), *event), sampler, steps, nfe=args.nfe,
+                     spacing=spacing, grids=grids, seeds=seed + index, device=device,
+                     progress=not args.no_progress and ctx.is_main, **cond_opts, **opts)
+        samples = distributed.gather_ordered(res.x, n)
+        nfe = int(distributed.all_reduce(torch.tensor(res.nfe), "max"))  # adaptive: per shard
+        if not ctx.is_main:
+            return 0
+        plot = samples
     steps = len(res.ts) - 1
-    x = res.x.float().cpu()
+    x = samples.float().cpu()
     images = x.ndim == 4
     clipped, outside = (clip_to_range(x) if images else (x, 0.0))
     if images:
@@ -242,16 +272,17 @@ def run(args: argparse.Namespace) -> int:
     run_dir = src.run_dir or Path(".")
     name = f"sample_{sampler}" if adaptive else f"sample_{sampler}_{steps}"
     out = Path(args.out) if args.out else run_dir / "samples" / f"{name}.png"
-    title = (f"{sampler}, {res.nfe} NFE" if adaptive else
-             f"{sampler}, {steps} steps, {res.nfe} NFE") + what + (
+    title = (f"{sampler}, {nfe} NFE" if adaptive else
+             f"{sampler}, {steps} steps, {nfe} NFE") + what + (
         f", step {src.step}" if src.step is not None else "")
+    npz, out = out.with_suffix(".npz"), out.with_suffix(".png" if out.suffix == ".npz"
+                                                        else out.suffix)
     save_samples(plot, out, title, ncol=per_row or None)
     keep_raw = args.no_clip or not images
-    npz = out.with_suffix(".npz")
     extra = {} if labels is None else {"labels": labels.cpu().numpy()}
-    np.savez(npz, x=(x if keep_raw else clipped).numpy(), nfe=res.nfe, ts=res.ts.numpy(),
+    save_npz(npz, x=(x if keep_raw else clipped).numpy(), nfe=nfe, ts=res.ts.numpy(),
              seed=seed, sampler=sampler, clipped=not keep_raw, out_of_range=outside, **extra)
-    print(f"{n} samples ({res.nfe} NFE, {res.seconds:.2f} s) -> {out} and {npz}")
+    print(f"{n} samples ({nfe} NFE, {res.seconds:.2f} s) -> {out} and {npz}")
     if images:
         what = "kept raw in the .npz" if args.no_clip else "clipped (--no-clip keeps raw values)"
         print(f"{100 * outside:.2f}% of values fell outside the data range [-1, 1]; {what}")

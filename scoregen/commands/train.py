@@ -9,6 +9,7 @@ keeps a second process out (docs/training.md, "Run folders"). Examples::
     scoregen train configs/toy2d.yaml --steps 200 --out runs/try --set train.lr=1e-3
     scoregen train configs/toy2d.yaml --out runs/try --steps 400 --resume
     scoregen train configs/digits.yaml --time-limit 10m
+    torchrun --standalone --nproc_per_node=2 -m scoregen train configs/digits.yaml --out runs/ddp
 """
 
 from __future__ import annotations
@@ -75,25 +76,27 @@ def run(args: argparse.Namespace) -> int:
     trainer = build_trainer(cfg, progress=not args.no_progress, resume=args.resume,
                             overwrite=args.overwrite, break_lock=args.break_lock)
     out = cfg.train.out
+    main = trainer.ctx.is_main  # under torchrun, rank 0 reports
+    say = print if main else (lambda *_, **__: None)
     if trainer.step:
-        print(f"resuming {out} from step {trainer.step}")
+        say(f"resuming {out} from step {trainer.step}")
         for line in trainer.resume_changes:
-            print(f"  changed on resume: {line}")
+            say(f"  changed on resume: {line}")
     elif args.resume:
-        print(f"nothing to resume in {out}: starting fresh")
+        say(f"nothing to resume in {out}: starting fresh")
     if trainer.step >= cfg.train.steps:
         trainer.lock.release()
-        print(f"{out} is already at step {trainer.step} (checkpoint {trainer.last_checkpoint});"
+        say(f"{out} is already at step {trainer.step} (checkpoint {trainer.last_checkpoint});"
               f" --steps {cfg.train.steps} is not beyond it, so nothing was trained. Give "
               f"--steps > {trainer.step} to train further.")
         return 0
-    print(f"training {out} to step {cfg.train.steps} on {trainer.device} with {threads} "
+    say(f"training {out} to step {cfg.train.steps} on {trainer.device} with {threads} "
           f"thread(s) ({source})")
     result = trainer.fit()
     trained = result.step - result.start_step
     how = (f"stopped at the time limit ({cfg.train.max_seconds:g} s) at step {result.step} of "
            f"{cfg.train.steps}; continue with --resume" if result.stopped else
            f"reached step {result.step}")
-    print(f"trained {trained} steps in {result.seconds:.1f} s ({result.examples_per_s:.0f} "
+    say(f"trained {trained} steps in {result.seconds:.1f} s ({result.examples_per_s:.0f} "
           f"examples/s, last loss {result.loss:.4f}); {how}; checkpoint: {result.checkpoint}")
     return 0

@@ -148,14 +148,7 @@ def images(
         raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
                         f"(data.size); resize them or set data.size: [{H}, {W}]")
     x = _to_unit_range(arr, source)
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"data.test_fraction must lie in [0, 1), got {test_fraction}")
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    n_test = round(test_fraction * len(x))
-    idx = perm[:n_test] if split == "test" else perm[n_test:]
-    if len(idx) == 0:
-        raise DataError(f"{source}: the {split} split is empty ({len(x)} images, "
-                        f"test_fraction={test_fraction})")
+    idx = split_indices(len(x), split, test_fraction, source)
     if not labels:
         return x[idx]
     if y is None:
@@ -164,3 +157,17 @@ def images(
     if np.shape(y) != (len(x),):
         raise DataError(f"{source}: {len(x)} images but labels of shape {np.shape(y)}")
     return x[idx], torch.as_tensor(np.asarray(y), dtype=torch.int64)[idx]
+
+
+def split_indices(n: int, split: str, test_fraction: float, source: Path) -> Tensor:
+    """Indices of ``split`` among ``n`` images: a permutation with seed 0, the first
+    ``round(test_fraction * n)`` for ``test``, the rest for ``train``."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"data.test_fraction must lie in [0, 1), got {test_fraction}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    n_test = round(test_fraction * n)
+    idx = perm[:n_test] if split == "test" else perm[n_test:]
+    if len(idx) == 0:
+        raise DataError(f"{source}: the {split} split is empty ({n} images, "
+                        f"test_fraction={test_fraction})")
+    return idx

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from scoregen import distributed
 from scoregen.analytic import GaussianMixture, preset
 from scoregen.noise import NoiseSource, seeds_for
 from scoregen.param import Model
@@ -118,6 +119,7 @@ class Method:
     stochastic: bool
     draw: DrawFn
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
+    per_sample_seeds: bool = False  # draw(..., seeds=...) gives sample k its own seed
 
     @property
     def adaptive(self) -> bool:
@@ -276,8 +278,9 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
         meta = samplers.meta(name)  # raises a KeyError listing the known samplers
         opts = dict((options or {}).get(name, {}))
 
-        def draw(model, sde, x_T, setting, seed, _name=name, _opts=opts):
-            seeds = seeds_for(x_T.shape[0], seed, device=x_T.device)
+        def draw(model, sde, x_T, setting, seed, seeds=None, _name=name, _opts=opts):
+            seeds = (seeds_for(x_T.shape[0], seed, device=x_T.device) if seeds is None
+                     else seeds.to(x_T.device))
             if setting.steps is not None:
                 tuned = {} if grids is None else {"grids": grids}
                 res = sample(model, sde, x_T, _name, setting.steps, spacing=spacing,
@@ -289,7 +292,7 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
             return res.x, res.nfe
 
         methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw,
-                              tuple(meta.get("tolerances", DEFAULT_TOLERANCES))))
+                              tuple(meta.get("tolerances", DEFAULT_TOLERANCES)), True))
     return methods
 
 
@@ -390,20 +393,41 @@ def run_comparison(
               for m in methods if m.adaptive}
     comp = Comparison(_describe(problem, n), {"budgets": budgets, "tolerances": listed,
                       "seed": seed, "n": n, "show_nfe": show}, {}, skipped=skipped)
-    if problem.floor_reference is not None:
+    main = distributed.context().is_main  # under torchrun: rank 0 gathers and scores
+    if problem.floor_reference is not None and main:
         comp.floor = evaluate(problem.floor_reference[:n], problem, seed)
-    bar = tqdm(jobs, desc="compare", disable=not progress)
+    bar = tqdm(jobs, desc="compare", disable=not (progress and main))
     for m, budget, setting in bar:
         bar.set_postfix_str(f"{m.name} {setting.label()}")
         start = time.perf_counter()
-        x, nfe = m.draw(problem.model, problem.sde, x_T.clone(), setting, seed)
+        x, nfe = draw_sharded(m, problem, x_T, setting, seed)
         seconds = time.perf_counter() - start
         comp.records.append(Record(m.name, m.family, budget, setting.steps, setting.tolerance,
-                                   int(nfe), seconds, evaluate(x, problem, seed)))
+                                   int(nfe), seconds, evaluate(x, problem, seed) if main else {}))
         middle = m.adaptive and setting.tolerance == listed[m.name][len(listed[m.name]) // 2]
-        if budget == show or middle:
+        if (budget == show or middle) and main:
             comp.samples[m.name] = x.detach().float().cpu()
     return comp
+
+
+def draw_sharded(m: Method, problem: Problem, x_T: Tensor, setting: Setting, seed: int
+                 ) -> tuple[Tensor | None, int]:
+    """``m.draw`` on ``x_T``; under ``torchrun`` each rank draws the samples ``k`` with ``k mod
+    world == rank`` (with their own seeds ``seed + k`` where the method takes per-sample
+    seeds; a peer's generator is seeded ``seed + rank``) and rank 0 gets them all in index
+    order (other ranks: ``None``). The NFE is the largest of the ranks' counts (they differ
+    only for self-stepping solvers, whose step control sees their own shard)."""
+    ctx = distributed.context()
+    if not ctx.distributed:
+        return m.draw(problem.model, problem.sde, x_T.clone(), setting, seed)
+    index = distributed.shard(len(x_T))
+    x_local = x_T[index.to(x_T.device)].clone()
+    if m.per_sample_seeds:
+        x, nfe = m.draw(problem.model, problem.sde, x_local, setting, seed, seeds=seed + index)
+    else:
+        x, nfe = m.draw(problem.model, problem.sde, x_local, setting, seed + ctx.rank)
+    nfe = int(distributed.all_reduce(torch.tensor(int(nfe)), "max"))
+    return distributed.gather_ordered(x.contiguous(), len(x_T)), nfe
 
 
 def _describe(problem: Problem, n: int) -> dict[str, Any]:

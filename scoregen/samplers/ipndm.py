@@ -25,7 +25,10 @@ earlier ones::
 Warm start: step ``i`` uses ``k = min(order, i + 1)`` slopes (Euler, then AB2, AB3, AB4), one
 evaluation per step. With ``lower_order_final`` (default on, as for DPM-Solver++) grids of
 fewer than 10 steps also lower the order over the last steps. A final grid time of ``0`` is
-the denoising step (``x0_hat`` at the last positive time), so ``steps=n`` costs ``n`` NFE.
+solved at the solver's order from its own history by
+:class:`~scoregen.samplers._final.FinalInterval` (``final="solve"``, the default) or is the
+plain denoising jump ``x0_hat`` (``final="jump"``, and always for ``order=1``, which is DDIM);
+either way ``steps=n`` costs ``n`` NFE.
 Measured order: see ``tests/test_ipndm.py`` and ``docs/fast-samplers.md``.
 """
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from scoregen.samplers._exp import check_choice, grid_nodes, solve_moments, solver_steps, step_order
+from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
 
 # constant-step Adams-Bashforth weights of orders 1-4 (newest slope first)
@@ -52,7 +56,7 @@ def adams_weights(sigmas: list[float], target: float) -> list[float]:
 @register("ipndm", order=3, stochastic=False, nfe_per_step=1)
 def ipndm(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, order: int = 4,
-    variable_step: bool = True, lower_order_final: bool = True,
+    variable_step: bool = True, lower_order_final: bool = True, final: str = "solve",
 ) -> Tensor:
     """iPNDM (Adams-Bashforth of ``order`` 1-4 on ``dx~/dsigma~``, lower-order warm start)."""
     check_choice("order", order, (1, 2, 3, 4))
@@ -60,13 +64,15 @@ def ipndm(
         raise ValueError(f"variable_step must be True or False, got {variable_step!r}")
     nodes, steps = grid_nodes(sde, ts), solver_steps(ts)
     history: list[tuple[float, Tensor]] = []  # (sigma~, slope d), newest first
+    end = FinalInterval(min(order, 3), final if order > 1 else "jump")  # order 1: DDIM's jump
     x_tilde = x / nodes[0].alpha
     for i in range(len(ts) - 1):
         t = nodes[i]
         x0_hat = denoiser(t.alpha * x_tilde, t.t).x0
         if ts[i + 1] == 0:
-            x = x0_hat
+            x = end.solve(t.alpha, t.sigma_edm, t.alpha * x_tilde, x0_hat)
         else:
+            end.record(t.alpha, t.sigma_edm, t.alpha * x_tilde, x0_hat)
             s = nodes[i + 1]
             history = [(t.sigma_edm, (x_tilde - x0_hat) / t.sigma_edm), *history][:order]
             k = step_order(order, i, len(history), steps, lower_order_final)

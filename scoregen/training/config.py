@@ -34,9 +34,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """``name``: a dataset of ``scoregen.data.DATASETS``; other keys are its options."""
+    """``name``: a dataset of ``scoregen.data.DATASETS``; other keys are its options.
+
+    ``stream``: read examples on demand through a ``DataLoader`` with ``workers`` worker
+    processes instead of holding the whole set in memory (:mod:`scoregen.data.loader`).
+    """
 
     name: str = "8gaussians"
+    stream: bool = False
+    workers: int = 2
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,10 +84,12 @@ class TrainConfig:
 
     Attributes:
         steps: optimizer steps in total (a resumed run continues up to it).
-        batch_size, lr, weight_decay: minibatch size and AdamW parameters.
+        batch_size, lr, weight_decay: minibatch size and AdamW parameters; ``batch_size`` is
+            the global batch, split evenly over processes (``torchrun``).
+        accumulate: micro-batches per step on each process (gradient accumulation).
         warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
         ema_decay: EMA decay of the weights used for sampling.
-        seed: seeds the model init (in :func:`build_trainer`) and the training generator.
+        seed: seeds the model init (in :func:`build_trainer`) and every training draw.
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
             ``bf16``.
@@ -102,6 +110,7 @@ class TrainConfig:
 
     steps: int = 2000
     batch_size: int = 256
+    accumulate: int = 1
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup: int = 100
@@ -171,6 +180,8 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("loss", "p_std"): _POSITIVE,
     ("train", "steps"): _POSITIVE,
     ("train", "batch_size"): _POSITIVE,
+    ("train", "accumulate"): _POSITIVE,
+    ("data", "workers"): _NONNEG,
     ("train", "lr"): _POSITIVE,
     ("train", "weight_decay"): _NONNEG,
     ("train", "warmup"): _NONNEG,

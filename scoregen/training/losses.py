@@ -98,7 +98,9 @@ class DSMLoss:
     """Continuous-time denoising score matching (module docstring).
 
     ``loss(model, x0, generator)`` draws ``t`` and ``eps`` from ``generator`` (on the CPU, so
-    a run is reproducible on any device) and returns the scalar loss.
+    a run is reproducible on any device) and returns the scalar loss;
+    ``loss(model, x0, u=u, eps=eps)`` takes each example's own uniform ``u`` (which picks
+    ``t``) and noise instead, as the trainer does (:mod:`scoregen.training.batches`).
     """
 
     weighting: str = "sigma2"
@@ -118,16 +120,21 @@ class DSMLoss:
         """``w(t)`` of the chosen weighting."""
         return WEIGHTINGS.get(self.weighting)(sde, t, self.sigma_data)
 
-    def sample_t(self, sde: SDE, n: int, generator: torch.Generator | None = None
-                 ) -> tuple[Tensor, Tensor]:
-        """``n`` times (float64, CPU) and their loss weights."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+    def sample_t(self, sde: SDE, n: int, generator: torch.Generator | None = None,
+                 u: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` times (float64) and their loss weights; from the uniforms ``u`` in ``(0, 1)``
+        when given (one per example, :mod:`scoregen.training.batches`), else drawn from
+        ``generator`` on the CPU."""
+        if self.t_sampling == "lognormal":
+            z = (torch.randn(n, generator=generator, dtype=torch.float64) if u is None
+                 else torch.special.ndtri(u.to(torch.float64)))
+            t = sde.t_from_log_snr(-(self.p_mean + self.p_std * z)).clamp(sde.t_min, sde.T)
+            return t, self.weight(sde, t)
+        if u is None:
+            u = torch.rand(n, generator=generator, dtype=torch.float64)
+        u = u.to(torch.float64).cpu()
         if self.t_sampling == "uniform":
             t = sde.t_min + (sde.T - sde.t_min) * u
-            return t, self.weight(sde, t)
-        if self.t_sampling == "lognormal":
-            z = torch.randn(n, generator=generator, dtype=torch.float64)
-            t = sde.t_from_log_snr(-(self.p_mean + self.p_std * z)).clamp(sde.t_min, sde.T)
             return t, self.weight(sde, t)
         knots, cdf, dens = self._importance_table(sde)
         k = torch.searchsorted(cdf, u, right=True).clamp(1, len(knots) - 1)
@@ -155,9 +162,11 @@ class DSMLoss:
         return knots, cdf, dens
 
     def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None,
-                 cond: Tensor | None = None) -> Tensor:
-        t, w = self.sample_t(model.sde, x0.shape[0], generator)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+                 cond: Tensor | None = None, *, u: Tensor | None = None,
+                 eps: Tensor | None = None) -> Tensor:
+        t, w = self.sample_t(model.sde, x0.shape[0], generator, u)
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         t = t.to(device=x0.device, dtype=x0.dtype)
         err = eps_error(model, x0, t, eps, cond)
         return (w.to(device=x0.device, dtype=x0.dtype) * err).mean()
@@ -168,18 +177,23 @@ class DDPMLoss:
     """Ho et al. 2020, Algorithm 1: ``i ~ U{1..N}``, ``t = i/N``, eps-MSE (ddpm SDE only)."""
 
     def __call__(self, model: Model, x0: Tensor, generator: torch.Generator | None = None,
-                 cond: Tensor | None = None) -> Tensor:
+                 cond: Tensor | None = None, *, u: Tensor | None = None,
+                 eps: Tensor | None = None) -> Tensor:
         n = getattr(model.sde, "n", None)
         if model.sde.name != "ddpm" or n is None:
             raise ValueError(f"the discrete DDPM loss needs the 'ddpm' SDE, got {model.sde!r}; "
                              "use loss.kind: dsm for continuous SDEs")
-        i = torch.randint(1, n + 1, (x0.shape[0],), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        if u is None:
+            i = torch.randint(1, n + 1, (x0.shape[0],), generator=generator)
+        else:  # i = 1 + floor(n u): uniform on 1..n for u uniform in (0, 1)
+            i = (1 + (u.to(torch.float64).cpu() * n).floor().to(torch.int64)).clamp(1, n)
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         t = (i.to(torch.float64) / n).to(device=x0.device, dtype=x0.dtype)
         return eps_error(model, x0, t, eps, cond).mean()
 
 
-LossFn = Callable[[Model, Tensor, "torch.Generator | None"], Tensor]
+LossFn = Callable[..., Tensor]  # (model, x0, generator=None, cond=None, *, u=, eps=)
 LOSS_KINDS = ("auto", "dsm", "ddpm")
 
 

@@ -3,15 +3,28 @@
 Each step::
 
     lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
-    x0    = data[randint(N, (B,))]                                 minibatch, with replacement
-    y     = null if u < label_dropout else labels[idx]             class-conditional runs only
-    loss  = loss_fn(model, x0, generator[, cond=y])                DSM / DDPM (training.losses)
+    batch = B examples k = 0..B-1: data index, u (-> t) and eps    keyed to (seed, step, k)
+    loss  = mean_k loss_fn(model, x0_k, u=u_k, eps=eps_k)         DSM / DDPM (training.losses)
+    y     = null label if u' < label_dropout else y_k              class-conditional runs only
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
 
-Every random draw of training (batch indices, ``t``, ``eps``) comes from one CPU
-``torch.Generator`` seeded with ``seed``; its state goes into checkpoints, so a resumed run
-equals an uninterrupted one bit for bit (given deterministic kernels, e.g. on the CPU).
+Every random draw of an example (its data index, ``t``, ``eps``) is a pure function of the
+run's ``seed``, the step and the example's index ``k`` in the global batch
+(:mod:`scoregen.training.batches`); the data are visited in epochs, each a permutation
+seeded by ``(seed, epoch)``. A checkpoint holds the step and the position in that stream,
+so a resumed run equals an uninterrupted one bit for bit (given deterministic kernels, e.g.
+on the CPU), at any number of processes.
+
+Several processes (``torchrun``, :mod:`scoregen.distributed`): ``batch_size`` is the global
+batch; rank ``r`` of ``W`` computes the slice ``k in [r B/W, (r+1) B/W)``, split again into
+``accumulate`` micro-batches (gradients summed locally under DDP's ``no_sync``, averaged
+over ranks once per step). The network is wrapped in DistributedDataParallel for the loss
+only; the EMA reads the unwrapped module. Before each checkpoint the weights are compared
+across ranks (:func:`scoregen.distributed.check_consistency`); rank 0 alone writes files
+(checkpoints, ``log.csv``, sample plots) and shows the progress bar. One process and ``W``
+processes follow the same trajectory up to the order of floating-point sums.
+
 The LR schedule depends on the step only, so it is the same whatever ``steps`` a run is
 given. A NaN or infinite loss stops training with :class:`TrainingDivergedError`; checkpoints
 written before it are kept. The divergence guard checks the weights before every save: weights
@@ -21,26 +34,32 @@ written, so the last checkpoint is always a finite one. ``max_seconds`` stops th
 (exclusive lock, fresh/resume/overwrite, resume checks, ``log.csv`` truncated to the start
 step) live in :mod:`scoregen.training.run_folder`. Mixed precision: bf16 autocast on CUDA
 when ``precision`` is ``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when
-available.
+available (the local rank's GPU under ``torchrun``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import inspect
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from scoregen import distributed
 from scoregen.models import ScoreModel
+from scoregen.noise import NoiseSource
+from scoregen.training.batches import Batch, EpochOrder, draw_batch, local_slices
 from scoregen.training.checkpoint import (
     CheckpointError,
     find_checkpoint,
@@ -73,9 +92,11 @@ class TrainingDivergedError(RuntimeError):
 class TrainOptions(TrainConfig):
     """Trainer options: the fields of the ``train`` config section
     (:class:`scoregen.training.config.TrainConfig`; ``out`` is not used by the trainer, which
-    is given its run folder) plus ``progress``, whether to show a tqdm bar."""
+    is given its run folder) plus ``progress``, whether to show a tqdm bar, and ``workers``,
+    the ``DataLoader`` workers of a streamed dataset (``data.workers``)."""
 
     progress: bool = True
+    workers: int = 2
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
@@ -84,28 +105,9 @@ class TrainOptions(TrainConfig):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else as given, checked to
-    exist (a ``ValueError`` naming the device and the fix otherwise)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device; use auto, cpu, cuda, cuda:N "
-                         "or mps") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device {device!r}: CUDA is not available here (torch "
-                             f"{torch.__version__}, no usable GPU); use cpu or auto")
-        if dev.index is not None and dev.index >= count:
-            raise ValueError(f"device {device!r}: only {count} CUDA device(s) "
-                             f"(cuda:0..cuda:{count - 1})")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r}: MPS is not available here; use cpu or auto")
-    elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda[:N] or mps")
-    return dev
+    """The device for ``device`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps``), checked to exist:
+    :func:`scoregen.distributed.resolve_device` (the local rank's GPU under ``torchrun``)."""
+    return distributed.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def resolve_threads(threads: int = 0) -> tuple[int, str]:
@@ -149,19 +151,36 @@ class TrainResult:
     stopped: str | None = None  # why it stopped before ``steps`` ("time limit")
 
 
+class _Objective(nn.Module):
+    """The loss as a module, so DistributedDataParallel can wrap it: ``forward(batch)`` is
+    ``loss_fn(model, x0, u=..., eps=...)`` on the raw model (which keeps its attributes)."""
+
+    def __init__(self, model: ScoreModel, loss_fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> Tensor:
+        kw = {} if batch.cond is None else {"cond": batch.cond}
+        return self.loss_fn(self.model, batch.x0, u=batch.u, eps=batch.eps, **kw)
+
+
 class Trainer:
-    """Trains a :class:`ScoreModel` on a data tensor ``(N, *D)`` with ``loss_fn``.
+    """Trains a :class:`ScoreModel` on data ``(N, *D)`` with ``loss_fn``.
 
     Args:
         model: the model to train (moved to the chosen device).
-        data: training data in ``[-1, 1]``.
-        loss_fn: ``loss_fn(model, x0, generator) -> scalar``
-            (:func:`scoregen.training.losses.loss_for`).
+        data: training data in ``[-1, 1]``: a tensor (held on the device: the fast path) or
+            a map-style ``torch.utils.data.Dataset`` of ``(*D)`` tensors, streamed through a
+            ``DataLoader`` with ``options.workers`` worker processes
+            (:func:`scoregen.data.loader.open_dataset`).
+        loss_fn: ``loss_fn(model, x0, u=u, eps=eps) -> scalar`` with each example's uniform
+            ``u`` and noise ``eps`` (:func:`scoregen.training.losses.loss_for`).
         options: :class:`TrainOptions`.
         out_dir: run folder for checkpoints, ``log.csv`` and plots (``None``: write nothing).
         run_config: stored in checkpoints (the validated config as a dict).
         sample_fn: ``sample_fn(ema_model, step)`` called every ``sample_every`` steps and at
-            the end (e.g. :func:`make_sample_fn`).
+            the end, on rank 0 (e.g. :func:`make_sample_fn`).
         labels: class labels ``(N,)`` of a class-conditional model; a fraction
             ``label_dropout`` (default 0.1) of each batch's labels becomes the null label.
     """
@@ -169,7 +188,7 @@ class Trainer:
     def __init__(
         self,
         model: ScoreModel,
-        data: Tensor,
+        data: Tensor | Dataset,
         loss_fn: Callable[..., Tensor],
         options: TrainOptions | None = None,
         out_dir: str | Path | None = None,
@@ -180,25 +199,46 @@ class Trainer:
         self.opt = options or TrainOptions()
         if self.opt.threads:  # 0: as the caller set it (build_trainer: from the environment)
             torch.set_num_threads(self.opt.threads)
-        self.device = resolve_device(self.opt.device)
+        self.ctx = distributed.setup(self.opt.device)
+        self.slices = local_slices(self.opt.batch_size, self.ctx.world, self.ctx.rank,
+                                   self.opt.accumulate)
+        self.device = self.ctx.device
         self.amp_dtype = resolve_precision(self.opt.precision, self.device)
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.data = data.to(self.device)
+        self.data = data.to(self.device) if isinstance(data, Tensor) else data
+        self.seed = self.opt.seed  # keys every draw; a resumed run keeps its checkpoint's
+        self.order = EpochOrder(len(data), self.seed)
+        self.position = 0  # examples of the data stream consumed so far
         self.labels = check_train_labels(model, labels, len(data))
         if self.labels is not None:
+            if not isinstance(data, Tensor):
+                raise ValueError("class-conditional training reads its data into memory: set "
+                                 "data.stream: false")
             self.labels = self.labels.to(self.device)
         self.loss_fn = loss_fn
+        self.objective: nn.Module = _Objective(self.model, loss_fn)
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers are constants (embedding frequencies): no re-broadcast every forward
+            params = inspect.signature(DistributedDataParallel).parameters
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                     else {"broadcast_buffers": False})
+            self.objective = DistributedDataParallel(
+                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None,
+                **quiet)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.opt.lr,
                                            weight_decay=self.opt.weight_decay)
-        self.generator = torch.Generator().manual_seed(self.opt.seed)
         self.step = 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.writes = self.ctx.is_main and self.out_dir is not None  # rank 0 writes, alone
         self.run_config = run_config
         self.sample_fn = sample_fn
         self.last_checkpoint: Path | None = None
         self.lock: RunLock | None = None  # held from build_trainer (or fit) to the end of fit
         self.resume_changes: list[str] = []  # run-config keys changed on resume
+        self._stream: Iterator[Tensor] | None = None
 
     # -- pieces of the loop ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -215,42 +255,68 @@ class Trainer:
         for b_ema, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             b_ema.copy_(b)
 
-    def batch(self) -> tuple[Tensor, Tensor | None]:
-        """A minibatch ``x0`` and its labels (``None`` for an unconditional model)."""
-        idx = torch.randint(len(self.data), (self.opt.batch_size,), generator=self.generator)
-        idx = idx.to(self.device)
-        return self.data[idx], None if self.labels is None else self.labels[idx]
+    def batches(self) -> list[Batch]:
+        """This rank's micro-batches of the current step (global indices :attr:`slices`)."""
+        out = []
+        for index in self.slices:
+            if isinstance(self.data, Tensor):
+                idx = self.order.indices(self.position + int(index[0]), len(index))
+                idx = idx.to(self.device)
+                x0 = self.data[idx]
+            else:
+                x0 = next(self._data_stream()).to(self.device, non_blocking=True)
+            batch = draw_batch(x0, self.seed, self.step, index)
+            if self.labels is not None:
+                batch.cond = self.drop_labels(self.labels[idx], batch.keys)
+            out.append(batch)
+        return out
 
-    def drop_labels(self, y: Tensor | None) -> Tensor | None:
-        """Replace a fraction ``label_dropout`` of ``y`` by the null label ``num_classes``."""
-        if y is None:
-            return None
+    def drop_labels(self, y: Tensor, keys: Tensor) -> Tensor:
+        """Replace a fraction ``label_dropout`` of ``y`` by the null label ``num_classes``;
+        example ``k`` drops its label when its own uniform (draw 1 of its key) is below it."""
         p = 0.1 if self.opt.label_dropout is None else self.opt.label_dropout
-        drop = torch.rand(y.shape[0], generator=self.generator) < p
-        return torch.where(drop.to(y.device), torch.full_like(y, self.model.num_classes), y)
+        u = torch.special.ndtr(NoiseSource(keys, (1,), torch.float64, y.device).draw(1)[:, 0])
+        return torch.where(u < p, torch.full_like(y, self.model.num_classes), y)
+
+    def _data_stream(self) -> Iterator[Tensor]:
+        if self._stream is None:
+            from scoregen.data.loader import stream_batches
+
+            self._stream = stream_batches(self.data, self.order, self.position,
+                                          self.opt.batch_size, self.slices,
+                                          workers=self.opt.workers,
+                                          pin_memory=self.device.type == "cuda")
+        return self._stream
 
     def train_step(self) -> float:
-        """One optimizer step; returns the loss (raises :class:`TrainingDivergedError`)."""
+        """One optimizer step on the global batch; returns its loss (averaged over ranks;
+        raises :class:`TrainingDivergedError`)."""
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x0, cond = self.batch()
-        cond = self.drop_labels(cond)
-        kw = {} if cond is None else {"cond": cond}
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
-            loss = self.loss_fn(self.model, x0, self.generator, **kw)
-        value = float(loss.detach())
-        if not torch.isfinite(loss):
-            self._diverged(value)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        micro = self.batches()
+        total = torch.zeros((), device=self.device)
+        for m, batch in enumerate(micro):
+            sync = m == len(micro) - 1 or not self.ctx.distributed
+            with contextlib.nullcontext() if sync else self.objective.no_sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    loss = self.objective(batch)
+                if len(micro) > 1:
+                    loss = loss / len(micro)
+                loss.backward()
+            total = total + loss.detach().float()
+        value = float(distributed.all_reduce(total, "mean"))
+        if not math.isfinite(value):
+            self._diverged(value)
         if self.opt.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.grad_clip)
             if not torch.isfinite(norm):
                 self._diverged(value, what="gradient norm")
         self.optimizer.step()
         self.step += 1
+        self.position += self.opt.batch_size
         self.update_ema()
         return value
 
@@ -284,21 +350,31 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def rng_state(self) -> dict[str, Tensor]:
-        return {"train_generator": self.generator.get_state()}
+        """What randomness needs besides the step: the seed and the data-stream position."""
+        return {"data_position": torch.tensor([self.position], dtype=torch.int64),
+                "data_seed": torch.tensor([self.seed], dtype=torch.int64)}
 
     def save(self) -> Path | None:
+        """Checkpoint (all ranks call it): weights compared across ranks, rank 0 writes
+        atomically, the others wait at a barrier."""
         if self.out_dir is None:
             return None
         self.check_weights()
-        self.last_checkpoint = save_checkpoint(
-            self.out_dir / "checkpoints", self.step, self.model, ema=self.ema,
-            optimizer=self.optimizer, rng=self.rng_state(), run_config=self.run_config,
-            keep=self.opt.keep_checkpoints,
-        )
+        distributed.check_consistency(self.model, "the model")
+        distributed.check_consistency(self.ema, "the EMA model")
+        root = self.out_dir / "checkpoints"
+        if self.writes:
+            save_checkpoint(root, self.step, self.model, ema=self.ema,
+                            optimizer=self.optimizer, rng=self.rng_state(),
+                            run_config=self.run_config, keep=self.opt.keep_checkpoints)
+        distributed.barrier()
+        self.last_checkpoint = root / f"step_{self.step:06d}"
         return self.last_checkpoint
 
     def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, RNG.
+        """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, the
+        seed of the training draws and the data-stream position (epoch and offset); the
+        checkpoint may come from any number of processes.
 
         The checkpoint's model config (network, data shape, prediction, SDE) must equal this
         model's (:func:`~scoregen.training.run_folder.compare_model_configs`); other run-config
@@ -314,10 +390,15 @@ class Trainer:
                    else ckpt.group("model"), weights)
         restore_optimizer(self.optimizer, ckpt)
         rng = ckpt.group("rng")
-        if "train_generator" not in rng:
-            raise CheckpointError(f"{weights} has no training generator state to resume from")
-        self.generator.set_state(rng["train_generator"])
+        if "data_position" not in rng:
+            raise CheckpointError(f"{weights} has no data-stream position to resume from "
+                                  "(written by an older scoregen); start a fresh run")
         self.step = ckpt.step
+        self.position = int(rng["data_position"][0])
+        if "data_seed" in rng:
+            self.seed = int(rng["data_seed"][0])
+            self.order = EpochOrder(self.order.n, self.seed)
+        self._stream = None  # the loader restarts at the restored position
         self.last_checkpoint = ckpt.path
 
     # -- the loop -------------------------------------------------------------------------------
@@ -325,9 +406,9 @@ class Trainer:
         """Train until ``options.steps``; checkpoint, log and plot along the way."""
         opt = self.opt
         self._begin()
-        log = _CsvLog(self.out_dir / "log.csv" if self.out_dir else None)
-        bar = tqdm(total=opt.steps, initial=self.step, desc="train", disable=not opt.progress,
-                   dynamic_ncols=True)
+        log = _CsvLog(self.out_dir / "log.csv" if self.writes else None)
+        bar = tqdm(total=opt.steps, initial=self.step, desc="train",
+                   disable=not (opt.progress and self.ctx.is_main), dynamic_ncols=True)
         start = t_log = time.perf_counter()
         first_step, losses, n_log, value, rate = self.step, [], 0, float("nan"), 0.0
         stop = False  # the time limit was reached
@@ -347,14 +428,25 @@ class Trainer:
                     losses, n_log, t_log = [], 0, now
                 if _due(self.step, opt.ckpt_every, opt.steps) or stop:
                     self.save()
-                if self.sample_fn is not None and (
-                        _due(self.step, opt.sample_every, opt.steps) or stop):
+                if (self.sample_fn is not None and self.ctx.is_main
+                        and (_due(self.step, opt.sample_every, opt.steps) or stop)):
                     self.sample_fn(self.ema, self.step)
             if self.step == first_step and self.last_checkpoint is None:
                 self.save()  # nothing to train and nothing saved yet
+        except (TrainingDivergedError, distributed.DistributedError):
+            raise
+        except RuntimeError as err:
+            if not (self.ctx.distributed and distributed.is_collective_failure(err)):
+                raise
+            raise distributed.DistributedError(
+                f"rank {self.ctx.rank} of {self.ctx.world}: a collective failed at step "
+                f"{self.step + 1} (another process died or stopped answering within "
+                f"{distributed.timeout_seconds():g} s): {str(err).splitlines()[0]}. Resume "
+                f"from {self.last_checkpoint or 'the run folder'} with --resume.") from err
         finally:
             bar.close()
             log.close()
+            self._stream = None
             if self.lock is not None:
                 self.lock.release()
         seconds = time.perf_counter() - start
@@ -365,7 +457,7 @@ class Trainer:
     def _begin(self) -> None:
         """Run-folder rules at the start of :meth:`fit`: take the lock (unless held), refuse
         a folder whose checkpoints belong to another run, cut ``log.csv`` to this step."""
-        if self.out_dir is None:
+        if not self.writes:  # no folder, or not rank 0: rank 0 owns the run folder
             return
         if self.lock is None or not self.lock.held:
             self.lock = RunLock(self.out_dir).acquire()
@@ -460,6 +552,7 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     :mod:`scoregen.training.run_folder`.
     """
     from scoregen.data import load_dataset
+    from scoregen.data.loader import item_shape, open_dataset
     from scoregen.models import build_network
     from scoregen.sde import get as get_sde
     from scoregen.training.config import save_config
@@ -471,36 +564,47 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
                          "replace it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"run folder {out} is a file; choose another --out folder")
-    device = resolve_device(cfg.train.device)
+    ctx = distributed.setup(cfg.train.device)
+    device = ctx.device
     torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
-    lock = RunLock(out).acquire(break_stale=break_lock)
+    # rank 0 owns the run folder: lock, leftovers, the fresh/resume/overwrite rule
+    lock = RunLock(out).acquire(break_stale=break_lock) if ctx.is_main else None
     try:
-        clean_leftovers(out)
-        prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+        if ctx.is_main:
+            clean_leftovers(out)
+            prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+        distributed.barrier()
         conditional = bool(cfg.model.options.get("num_classes"))
-        data = load_dataset(cfg.data.name, "train", labels=conditional, **cfg.data.options)
+        read = open_dataset if cfg.data.stream and not conditional else load_dataset
+        extra = {"labels": True} if conditional else {}
+        data = read(cfg.data.name, "train", **extra, **cfg.data.options)
         data, labels = data if conditional else (data, None)
         sde = get_sde(cfg.sde.name, **cfg.sde.options)
         torch.manual_seed(cfg.train.seed)
+        shape = item_shape(data)
         try:
-            net = build_network(cfg.model.network, tuple(data.shape[1:]), **cfg.model.options)
+            net = build_network(cfg.model.network, shape, **cfg.model.options)
         except (RuntimeError, TypeError, ValueError) as err:
             raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
-                             f"shape {tuple(data.shape[1:])} with options "
-                             f"{cfg.model.options}: {err}") from None
+                             f"shape {shape} with options {cfg.model.options}: {err}") from None
         model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
         loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
                         cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
-        options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress})
-        reference = data[:2000] if data.ndim == 2 and data.shape[1] == 2 else None
+        options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
+                                          "workers": cfg.data.workers})
+        reference = (data[:2000] if isinstance(data, Tensor) else
+                     torch.stack([data[i] for i in range(min(2000, len(data)))])
+                     ) if shape == (2,) else None
         trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
                           make_sample_fn(cfg, out, reference, device), labels=labels)
         trainer.lock = lock
         if resume and has_checkpoints(out):
             trainer.resume(find_checkpoint(out))
-        save_config(cfg, out / "config.yaml")
+        if trainer.writes:
+            save_config(cfg, out / "config.yaml")
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
     return trainer
 
