@@ -262,7 +262,10 @@ def test_streamed_datasets_equal_the_in_memory_ones(tmp_path: Path) -> None:
     _idx_file(tmp_path / "plain" / "train-images-idx3-ubyte", images)
     (tmp_path / "gz").mkdir()
     _idx_file(tmp_path / "gz" / "train-images-idx3-ubyte.gz", images)
+    npz = tmp_path / "digits.npz"  # uint8 images with a labels array beside them
+    np.savez(npz, x=images[:, None], labels=np.arange(12) % 3)
     cases = [("images", {"path": str(folder)}, "test"), ("images", {"path": str(folder)}, "train"),
+             ("images", {"path": str(npz)}, "train"),
              ("mnist", {"root": str(tmp_path / "plain")}, "train"),
              ("mnist", {"root": str(tmp_path / "gz")}, "train")]
     for name, opts, split in cases:

@@ -26,27 +26,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from scoregen.commands._args import floats as _floats
+from scoregen.commands._args import ints as _ints
+from scoregen.commands._args import names as _names
+
 _DTYPES = {"float32": "float32", "float64": "float64"}
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}"
-                                         ) from None
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}"
-                                         ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

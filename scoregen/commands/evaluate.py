@@ -20,11 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from scoregen.commands._args import names as _names
 from scoregen.commands._model import add_model_argument, load_source
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,18 +34,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from scoregen.commands._args import positive_int
 from scoregen.commands._model import add_model_argument, load_source
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

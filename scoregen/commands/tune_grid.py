@@ -20,19 +20,10 @@ from typing import Any
 
 import yaml
 
+from scoregen.commands._args import ints as _ints
+from scoregen.commands._args import names as _names
+
 PRESET_OUT = Path("runs/tuned_grids")
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}"
-                                         ) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -140,13 +140,7 @@ def images(
     if not source.exists():
         raise FileNotFoundError(f"image data {source} does not exist")
     arr, y = _read_classes(source) if source.is_dir() else _read_npz(source)
-    _, C, H, W = arr.shape
-    if channels is not None and channels != C:
-        raise DataError(f"{source}: images have {C} channel(s), expected {channels} "
-                        f"(data.channels); convert them or set data.channels: {C}")
-    if size is not None and [int(s) for s in size] != [H, W]:
-        raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
-                        f"(data.size); resize them or set data.size: [{H}, {W}]")
+    check_image_shape(source, arr.shape[1:], channels, size)
     x = _to_unit_range(arr, source)
     idx = split_indices(len(x), split, test_fraction, source)
     if not labels:
@@ -157,6 +151,18 @@ def images(
     if np.shape(y) != (len(x),):
         raise DataError(f"{source}: {len(x)} images but labels of shape {np.shape(y)}")
     return x[idx], torch.as_tensor(np.asarray(y), dtype=torch.int64)[idx]
+
+
+def check_image_shape(source: Path, shape: tuple[int, ...], channels: int | None,
+                      size: list[int] | None) -> None:
+    """Refuse images of shape ``(C, H, W)`` other than ``data.channels`` / ``data.size``."""
+    C, H, W = shape
+    if channels is not None and channels != C:
+        raise DataError(f"{source}: images have {C} channel(s), expected {channels} "
+                        f"(data.channels); convert them or set data.channels: {C}")
+    if size is not None and [int(s) for s in size] != [H, W]:
+        raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
+                        f"(data.size); resize them or set data.size: [{H}, {W}]")
 
 
 def split_indices(n: int, split: str, test_fraction: float, source: Path) -> Tensor:

@@ -108,17 +108,11 @@ def _lazy_images(split: str = "train", path: str = "", size: list[int] | None = 
         shape = _images._read_image(files[0]).transpose(2, 0, 1).shape
         items: Dataset = ImageFiles(files, shape)
     else:
-        arr = _images._read_npz(source)
+        arr, _ = _images._read_npz(source)  # (images, labels or None)
         if arr.dtype != np.uint8:
             return None  # float arrays are scaled by their range: load them in memory
         shape, items = arr.shape[1:], Uint8Array(arr)
-    C, H, W = shape
-    if channels is not None and channels != C:
-        raise DataError(f"{source}: images have {C} channel(s), expected {channels} "
-                        f"(data.channels); convert them or set data.channels: {C}")
-    if size is not None and [int(s) for s in size] != [H, W]:
-        raise DataError(f"{source}: images are {H}x{W}, expected {size[0]}x{size[1]} "
-                        f"(data.size); resize them or set data.size: [{H}, {W}]")
+    _images.check_image_shape(source, shape, channels, size)
     return Subset(items, _images.split_indices(len(items), split, test_fraction, source))
 
 
