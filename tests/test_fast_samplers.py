@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
+from _oracle import smooth_reference
 from scipy.integrate import quad
-from torchdiffeq import odeint
 
 import scoregen
 from scoregen import samplers
@@ -49,21 +49,8 @@ def _grid(sde, steps):
 
 @pytest.fixture(scope="module")
 def smooth():
-    """VP, ring8 with std 0.3 (asymptotic orders from about 20 steps), 24 starts, and the
-    probability-flow ODE solved by dopri5 at rtol = atol = 1e-10 (independent of the solvers
-    under test)."""
-    sde = sde_lib.get("vp")
-    model = preset("ring8", std=0.3).model(sde)
-    x_T = torch.randn(24, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    den = Denoiser(model, sde)
-
-    def drift(t, x):
-        return sde.ode_drift(x, t, sde.score_from_eps(den(x, t).eps, t))
-
-    span = torch.tensor([sde.T, sde.t_min], dtype=F64)
-    ref = odeint(drift, x_T, span, method="dopri5", rtol=1e-10, atol=1e-10,
-                 options={"first_step": 1e-4, "step_t": span[1:]})[-1]
-    return sde, model, x_T, ref
+    """:func:`_oracle.smooth_reference`: VP, ring8 (std 0.3), 24 starts, a dopri5 reference."""
+    return smooth_reference()
 
 
 def _errors(smooth, name, opts, steps=STEPS):

@@ -8,12 +8,11 @@ import math
 
 import pytest
 import torch
-from torchdiffeq import odeint
+from _oracle import smooth_reference
 
 import scoregen
 from scoregen import sde as sde_lib
 from scoregen.analytic import preset
-from scoregen.param import Denoiser
 from scoregen.samplers import time_grid
 from scoregen.samplers.ipndm import _AB, adams_weights
 
@@ -23,19 +22,8 @@ STEPS = (20, 40, 80)
 
 @pytest.fixture(scope="module")
 def smooth():
-    """VP, ring8 with std 0.3, 24 starts, the PF-ODE solved by dopri5 at 1e-10 to t_min."""
-    sde = sde_lib.get("vp")
-    model = preset("ring8", std=0.3).model(sde)
-    x_T = torch.randn(24, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    den = Denoiser(model, sde)
-
-    def drift(t, x):
-        return sde.ode_drift(x, t, sde.score_from_eps(den(x, t).eps, t))
-
-    span = torch.tensor([sde.T, sde.t_min], dtype=F64)
-    ref = odeint(drift, x_T, span, method="dopri5", rtol=1e-10, atol=1e-10,
-                 options={"first_step": 1e-4, "step_t": span[1:]})[-1]
-    return sde, model, x_T, ref
+    """:func:`_oracle.smooth_reference`: VP, ring8 (std 0.3), 24 starts, a dopri5 reference."""
+    return smooth_reference()
 
 
 def _errors(smooth, opts, steps=STEPS):
