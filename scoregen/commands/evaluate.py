@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from scoregen.commands._args import names as _names
+from scoregen.commands._args import positive_int
 from scoregen.commands._model import add_model_argument, load_source
+from scoregen.commands.sample import sampler_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,24 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: nll (ODE), bound, and sample metrics (swd, mmd, "
                              "energy, fd_digits, nll_gap, mode_tv); default: nll,bound,swd,mmd "
                              "plus fd_digits on digits and nll_gap,mode_tv on mixtures")
-    parser.add_argument("--n", "-n", type=int, default=1000,
+    parser.add_argument("--n", "-n", type=positive_int, default=1000,
                         help="held-out examples (at most the split) and samples (default "
                              "%(default)s)")
-    parser.add_argument("--batch-size", type=int, default=256, help="default %(default)s")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="default %(default)s")
     parser.add_argument("--levels", type=int,
                         help="grey levels of discrete data (default: the dataset's own, 17 for "
                              "digits, 256 for mnist/images; 0: continuous, nats)")
     lik = parser.add_argument_group("likelihood")
     lik.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"),
                      help="trace of the ODE's Jacobian (auto: exact up to 16 dimensions)")
-    lik.add_argument("--probes", type=int, default=1, help="Hutchinson probes per example")
+    lik.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per example")
     lik.add_argument("--rtol", type=float, default=1e-5, help="ODE solver rtol (%(default)s)")
     lik.add_argument("--atol", type=float, default=1e-5, help="ODE solver atol (%(default)s)")
-    lik.add_argument("--bound-times", type=int, default=16,
+    lik.add_argument("--bound-times", type=positive_int, default=16,
                      help="log-SNR draws per example for the bound (%(default)s)")
     smp = parser.add_argument_group("samples")
     smp.add_argument("--sampler", help="sampler for the sample metrics (default: the run's)")
-    smp.add_argument("--steps", type=int, help="sampler steps (default: the run's, else 50)")
+    smp.add_argument("--steps", type=positive_int,
+                     help="sampler steps (default: the run's, else 50)")
     smp.add_argument("--spacing", default="auto", help="time grid (default %(default)s)")
     smp.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                      help="sampler option, e.g. eta=1.0 (repeatable)")
@@ -68,16 +69,6 @@ def default_metrics(data: str, kind: str) -> list[str]:
     extra = {"digits": ["fd_digits"]}.get(data, ["nll_gap", "mode_tv"] if kind == "mixture"
                                                  else [])
     return ["nll", "bound", "swd", "mmd", *extra]
-
-
-def _sampler_options(items: list[str]) -> dict:
-    opts = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--opt {item!r} must look like key=value, e.g. eta=1.0")
-        opts[key.strip()] = yaml.safe_load(value)
-    return opts
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,9 +104,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}")
     defaults = src.sample
     sampler = args.sampler or (defaults.sampler if defaults else "ddim")
-    steps = args.steps or (defaults.steps if defaults and sampler == defaults.sampler else 50)
+    steps = args.steps
+    if steps is None:
+        steps = defaults.steps if defaults and sampler == defaults.sampler else 50
     opts = dict(defaults.options) if defaults and sampler == defaults.sampler else {}
-    opts.update(_sampler_options(args.opt))
+    opts.update(sampler_options(sampler, args.opt))
     report = run_evaluation(
         src.model, src.sde, held_out, source=src.name,
         data_info={"name": data, "options": options, "split": args.split},

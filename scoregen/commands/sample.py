@@ -135,6 +135,7 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
     import inspect
 
     from scoregen.samplers import get
+    from scoregen.sampling import check_options
     from scoregen.training.config import check_option
 
     params = inspect.signature(get(sampler)).parameters
@@ -147,7 +148,8 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
         if key in params and params[key].kind is params[key].KEYWORD_ONLY:
             opts[key] = check_option(f"{where}{key}", yaml.safe_load(value), params[key].default)
         else:
-            opts[key] = yaml.safe_load(value)  # scoregen.sample names the known options
+            opts[key] = yaml.safe_load(value)
+    check_options(sampler, get(sampler), opts)  # unknown keys: one error naming the known ones
     return opts
 
 

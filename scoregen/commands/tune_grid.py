@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from scoregen.commands._args import ints as _ints
 from scoregen.commands._args import names as _names
+from scoregen.commands.sample import sampler_options
 
 PRESET_OUT = Path("runs/tuned_grids")
 
@@ -48,16 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-
-
-def _options(items: list[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--opt {item!r} must look like key=value, e.g. order=3")
-        opts[key.strip()] = yaml.safe_load(value)
-    return opts
 
 
 def _problem(args: argparse.Namespace):
@@ -89,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
     from scoregen.tuned_grids import TunedGrids
 
     model, process, shape, dtype, device, default_out, what = _problem(args)
-    options = _options(args.opt)
     store = TunedGrids.load(args.out or default_out, missing_ok=True)
     print(f"teacher: {args.n} trajectories of {what} under {process.name}")
     teacher = teacher_trajectories(model, process, shape, args.n, seed=args.seed,
                                    teacher_steps=args.teacher_steps, dtype=dtype, device=device)
     for sampler in args.sampler:
+        options = sampler_options(sampler, args.opt)
         for nfe in args.nfe:
             grid = tune_grid(model, process, sampler, nfe, options=options, teacher=teacher,
                              held_out=args.held_out, seed=args.seed, max_evals=args.max_evals,
