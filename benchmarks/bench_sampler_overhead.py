@@ -42,6 +42,7 @@ COUNTERPARTS = {
     "dpm_solver++": ("diffusers/dpmsolver_multistep", "k-diffusion/dpmpp_2m"),
     "dpm_solver++_single": ("k-diffusion/dpm_2",),
     "unipc": ("diffusers/unipc_multistep",),
+    "dpm_solver++_adaptive": ("k-diffusion/dpm_adaptive",),
 }
 
 

@@ -20,6 +20,7 @@ trained for one SDE under another by matching log-SNR.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -112,7 +113,7 @@ class Denoiser:
         self.kind = model.prediction
         self.nfe = 0
         self._coefficients: dict[tuple, tuple[Tensor, Tensor]] = {}  # (t, dtype, device)
-        self._grid: dict[float, tuple[Tensor, Tensor]] = {}
+        self._grid: dict[float, tuple[float, float]] = {}
 
     def __call__(self, x: Tensor, t: Tensor) -> Prediction:
         tb = batch_times(t, x)
@@ -131,12 +132,20 @@ class Denoiser:
             return to_x0_eps(out, self.kind, x, alpha, sigma)
         return to_x0_eps(out, self.kind, x, self.sde.alpha(tb), self.sde.sigma(tb))
 
-    def precompute(self, ts: Tensor) -> None:
+    def precompute(self, ts: Tensor, alpha: Sequence[float] | None = None,
+                   sigma: Sequence[float] | None = None) -> None:
         """Compute ``alpha`` and ``sigma`` of every positive time of a grid in one vectorised
-        call (float64), before the sampling loop."""
+        call (float64), before the sampling loop; a sampler that has them already (the stage
+        times of a Runge-Kutta or adaptive step) passes them as ``alpha`` and ``sigma``."""
         ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
-        ts = ts[ts > 0]
-        for t, a, s in zip(ts.tolist(), self.sde.alpha(ts), self.sde.sigma(ts), strict=True):
+        if alpha is None or sigma is None:
+            keep = ts > 0
+            ts = ts[keep]
+            alpha, sigma = self.sde.alpha(ts), self.sde.sigma(ts)
+        alpha, sigma = ([float(v) for v in c] if isinstance(c, list) else
+                        torch.as_tensor(c).reshape(-1).tolist() for c in (alpha, sigma))
+        pairs = zip(ts.reshape(-1).tolist(), alpha, sigma, strict=True)
+        for t, a, s in pairs:
             self._grid[t] = (a, s)
 
     def _scalar_coefficients(self, t: float, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,9 +156,9 @@ class Denoiser:
         if cached is None:
             known = self._grid.get(t)
             if known is None:
-                t64 = torch.tensor(t, dtype=torch.float64)
-                known = self.sde.alpha(t64), self.sde.sigma(t64)
-            cached = tuple(c.to(dtype=x.dtype, device=x.device) for c in known)
+                t64 = torch.tensor([t], dtype=torch.float64)
+                known = float(self.sde.alpha(t64)), float(self.sde.sigma(t64))
+            cached = tuple(torch.tensor(c, dtype=x.dtype, device=x.device) for c in known)
             if len(self._coefficients) < 100_000:
                 self._coefficients[key] = cached
         return cached

@@ -11,6 +11,7 @@ and times the run. Samplers themselves stay pure functions (see
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -172,11 +173,11 @@ def sample(
                   threshold=threshold, batch=batch)
     denoiser = Denoiser(model, sde)
     denoiser.precompute(ts)
-    bar = tqdm(total=len(ts) - 1, desc=sampler, disable=not progress, leave=False)
+    bar = tqdm(total=len(ts) - 1, desc=sampler, leave=False) if progress else None
 
     def on_step(i: int, t: Tensor, xi: Tensor) -> None:
-        bar.update(1)
-        if progress:
+        if bar is not None:
+            bar.update(1)
             bar.set_postfix(nfe=denoiser.nfe)
         if callback is not None:
             callback(i, t, xi)
@@ -185,7 +186,8 @@ def sample(
     with torch.no_grad():
         out = fn(denoiser, sde, x, ts, noise=noise, callback=on_step, **opts)
     seconds = time.perf_counter() - start
-    bar.close()
+    if bar is not None:
+        bar.close()
     x_out, info = (out if isinstance(out, tuple) else (out, {}))
     if check_finite and not torch.isfinite(x_out).all():
         bad = int((~torch.isfinite(x_out)).flatten(1).any(1).sum())
@@ -199,13 +201,21 @@ def sample(
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
 
 
-def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
-    """Refuse options the sampler does not take, naming the ones it does."""
+@functools.cache
+def _known_options(fn: Any) -> tuple[str, ...] | None:
+    """The keyword options of a sampler function (``None``: it takes any)."""
     params = inspect.signature(fn).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return tuple(k for k, p in params.items()
+                 if p.kind is p.KEYWORD_ONLY and k not in ("noise", "callback"))
+
+
+def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
+    """Refuse options the sampler does not take, naming the ones it does."""
+    known = _known_options(fn)
+    if known is None:
         return
-    known = [k for k, p in params.items()
-             if p.kind is p.KEYWORD_ONLY and k not in ("noise", "callback")]
     unknown = sorted(set(opts) - set(known))
     if unknown:
         raise SamplerOptionError(

@@ -114,6 +114,17 @@ def test_phi_matches_its_integral(k, z):
     assert _exp.phi(k, z) == pytest.approx(exact, rel=1e-12)
 
 
+@pytest.mark.parametrize("rs", [[0.0], [0.0, -0.8], [0.0, -0.8, -1.7], [0.0, 0.5, -1.2, 0.9],
+                                [0.0, 1 / 3, 2 / 3]])
+def test_solve_moments_solves_the_vandermonde_system(rs):
+    c = [0.3, -0.2, 0.05, 0.01][: len(rs)]
+    w = _exp.solve_moments(rs, c)
+    for m, cm in enumerate(c):
+        assert sum(wj * r**m for wj, r in zip(w, rs, strict=True)) == pytest.approx(cm, abs=1e-14)
+    with pytest.raises(ValueError, match="distinct"):
+        _exp.solve_moments([0.0, 0.0], [1.0, 0.0])
+
+
 @pytest.mark.parametrize("rs", [[0.0], [0.0, -0.8], [0.0, -0.8, -1.7], [0.0, 0.5],
                                 [0.0, 1 / 3, 2 / 3]])
 @pytest.mark.parametrize("eta", [0.0, 0.6])

@@ -51,3 +51,20 @@ def test_odd_event_size_and_dtype() -> None:
     x = z.draw(5)
     assert x.shape == (3, 1, 3, 3) and x.dtype == torch.float32
     torch.testing.assert_close(x, z.draw(5))
+
+
+def test_draws_made_ahead_in_blocks_are_the_draws_one_at_a_time() -> None:
+    """``noise()`` makes draws ahead in growing blocks (capped by ``block_elements``); the
+    stream is the same as ``draw(j)`` one at a time, also after moving ``count``."""
+    seeds = seeds_for(5, seed=3)
+    one_by_one = [NoiseSource(seeds, (3,), torch.float64).draw(j) for j in range(40)]
+    for block_elements in (1, 45, 1 << 17):
+        z = NoiseSource(seeds, (3,), torch.float64, block_elements=block_elements)
+        for j in range(25):
+            torch.testing.assert_close(z(), one_by_one[j], rtol=0, atol=0)
+        z.count = 7  # moving the stream drops what was made ahead
+        for j in range(7, 40):
+            torch.testing.assert_close(z(), one_by_one[j], rtol=0, atol=0)
+        assert z.count == 40
+    stacked = NoiseSource(seeds, (3,), torch.float64).draws(11, 6)
+    torch.testing.assert_close(stacked, torch.stack(one_by_one[11:17]), rtol=0, atol=0)

@@ -95,14 +95,17 @@ def grid_nodes(sde: SDE, ts: Tensor) -> list[Node]:
     return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
 
 
-def nodes_at(sde: SDE, lams: Sequence[float]) -> list[Node]:
+def nodes_at(sde: SDE, lams: Sequence[float], denoiser=None) -> list[Node]:
     """:func:`node_at` for many log-SNR values in one vectorised call (e.g. every stage of a
-    grid, before the sampling loop)."""
+    grid, before the sampling loop). Given the ``denoiser`` that will be evaluated at these
+    times, it is handed their ``alpha`` and ``sigma`` too, so it need not compute them."""
     if not len(lams):
         return []
     ts = sde.t_from_log_snr(torch.tensor(list(lams), dtype=torch.float64))
-    coefs = zip(sde.alpha(ts).tolist(), sde.sigma(ts).tolist(), sde.log_snr(ts).tolist(),
-                strict=True)
+    alpha, sigma = sde.alpha(ts), sde.sigma(ts)
+    if denoiser is not None:
+        denoiser.precompute(ts, alpha, sigma)
+    coefs = zip(alpha.tolist(), sigma.tolist(), sde.log_snr(ts).tolist(), strict=True)
     return [Node(t, a, s, lam) for t, (a, s, lam) in zip(ts, coefs, strict=True)]
 
 
@@ -124,6 +127,8 @@ def phi(k: int, z: float) -> float:
         for j in range(_SERIES_TERMS):
             total += term
             term *= z / (j + k + 1)
+            if abs(term) < 1e-18 * abs(total):  # below a float64 ulp of the sum
+                break
         return total
     value = math.exp(z)
     if k >= 1:
@@ -135,14 +140,27 @@ def phi(k: int, z: float) -> float:
 
 def solve_moments(rs: Sequence[float], c: Sequence[float]) -> list[float]:
     """Weights ``w`` with ``sum_j w_j r_j^m = c_m`` for ``m = 0 .. k-1`` (a transposed
-    Vandermonde system; ``k = len(rs) = len(c)``, distinct ``r_j``)."""
-    if len(rs) != len(c):
-        raise ValueError(f"{len(rs)} nodes but {len(c)} moments")
-    if len(set(rs)) != len(rs):
+    Vandermonde system; ``k = len(rs) = len(c)``, distinct ``r_j``).
+
+    Solved in Python floats by Gaussian elimination with partial pivoting: ``k <= 4`` here,
+    where a tensor solve would cost more in dispatch than the arithmetic (it runs at every
+    step, outside the network)."""
+    k = len(rs)
+    if k != len(c):
+        raise ValueError(f"{k} nodes but {len(c)} moments")
+    if len(set(rs)) != k:
         raise ValueError(f"interpolation nodes must be distinct, got {list(rs)}")
-    r = torch.tensor(list(rs), dtype=torch.float64)
-    powers = r[None, :] ** torch.arange(len(rs), dtype=torch.float64)[:, None]
-    return torch.linalg.solve(powers, torch.tensor(list(c), dtype=torch.float64)).tolist()
+    a = [[float(r) ** m for r in rs] + [float(c[m])] for m in range(k)]
+    for col in range(k):
+        pivot = max(range(col, k), key=lambda row: abs(a[row][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        for row in range(col + 1, k):
+            f = a[row][col] / a[col][col]
+            a[row] = [v - f * p for v, p in zip(a[row], a[col], strict=True)]
+    w = [0.0] * k
+    for row in reversed(range(k)):
+        w[row] = (a[row][k] - sum(a[row][j] * w[j] for j in range(row + 1, k))) / a[row][row]
+    return w
 
 
 def moments(h: float, k: int, midpoint: bool = False) -> list[float]:
@@ -171,9 +189,9 @@ def exp_step(
     """
     h = s.lam - t.lam
     w = solve_moments(rs, moments((1.0 + eta) * h, len(rs), midpoint))
-    out = (s.sigma / t.sigma * math.exp(-eta * h)) * x
+    out = torch.mul(x, s.sigma / t.sigma * math.exp(-eta * h))
     for wj, dj in zip(w, preds, strict=True):
-        out = out + (s.alpha * wj) * dj
+        out.add_(dj, alpha=s.alpha * wj)  # out is a fresh tensor: fused in place
     return out
 
 

@@ -22,6 +22,7 @@ the loop.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from scoregen.samplers.registry import register
@@ -40,13 +41,10 @@ def ancestral(
     c_x, c_0, std = sde.posterior(t, s)  # every step at once; a final 0 is replaced below
     if variance == "transition":
         std = sde.transition(s, t)[1]
-    coefs = list(zip(c_x.tolist(), c_0.tolist(), std.tolist(), strict=True))
-    for i in range(len(ts) - 1):
+    coefs = list(zip(c_x.tolist(), c_0.tolist(), std.tolist(), (ts[1:] == 0).tolist(),
+                     strict=True))
+    for i, (a, b, c, last) in enumerate(coefs):
         x0 = denoiser(x, ts[i]).x0
-        if ts[i + 1] == 0:
-            x = x0
-        else:
-            a, b, c = coefs[i]
-            x = a * x + b * x0 + c * noise()
+        x = x0 if last else torch.mul(x, a).add_(x0, alpha=b).add_(noise(), alpha=c)
         callback(i, ts[i + 1], x)
     return x

@@ -40,27 +40,32 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen.samplers._exp import Node, check_choice, exp_step, node, node_at
+from scoregen.samplers._exp import Node, check_choice, exp_step, node, nodes_at
 from scoregen.samplers.registry import register
 
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0
 ATOL_PER_RTOL = 0.0078 / 0.05
 
 
-def _pair(denoiser, sde, x: Tensor, t: Node, s: Node, d0: Tensor, order: int
-          ) -> tuple[Tensor, Tensor]:
-    """``(x_low, x_high)`` of the embedded pair from ``t`` to ``s`` (module docstring)."""
+def _pair(denoiser, sde, x: Tensor, t: Node, s: Node | None, s_lam: float, d0: Tensor,
+          order: int) -> tuple[Node, Tensor, Tensor]:
+    """``(s, x_low, x_high)`` of the embedded pair from ``t`` to log-SNR ``s_lam`` (module
+    docstring). ``s`` is the end node when the step lands on it, else ``None``: its node and
+    the stages' are then found in one vectorised call."""
+    fractions = (1 / 2,) if order == 2 else (1 / 3, 2 / 3)
+    lams = [t.lam + f * (s_lam - t.lam) for f in fractions] + ([] if s else [s_lam])
+    found = nodes_at(sde, lams, denoiser)
+    stages, s = (found, s) if s else (found[:-1], found[-1])
     h = s.lam - t.lam
+    rs = [(u.lam - t.lam) / h for u in stages]
     if order == 2:
-        u = node_at(sde, t.lam + h / 2)
+        (u,) = stages
         d_u = denoiser(exp_step(x, t, u, [d0], [0.0]), u.t).x0
-        return exp_step(x, t, s, [d0], [0.0]), exp_step(x, t, s, [d0, d_u],
-                                                          [0.0, (u.lam - t.lam) / h])
-    u1, u2 = node_at(sde, t.lam + h / 3), node_at(sde, t.lam + 2 * h / 3)
-    r1, r2 = (u1.lam - t.lam) / h, (u2.lam - t.lam) / h
+        return s, exp_step(x, t, s, [d0], [0.0]), exp_step(x, t, s, [d0, d_u], [0.0, rs[0]])
+    (u1, u2), (r1, r2) = stages, rs
     d1 = denoiser(exp_step(x, t, u1, [d0], [0.0]), u1.t).x0
     d2 = denoiser(exp_step(x, t, u2, [d0, d1], [0.0, r1 / r2]), u2.t).x0
-    return exp_step(x, t, s, [d0, d1], [0.0, r1]), exp_step(x, t, s, [d0, d2], [0.0, r2])
+    return s, exp_step(x, t, s, [d0, d1], [0.0, r1]), exp_step(x, t, s, [d0, d2], [0.0, r2])
 
 
 def _check(rtol: float, atol: float, h_init: float, safety: float, max_steps: int) -> None:
@@ -98,10 +103,11 @@ def dpm_solver_pp_adaptive(
         if accepted + rejected == max_steps:
             raise RuntimeError(f"dpm_solver++_adaptive took {max_steps} steps without reaching "
                                f"t={float(end.t):g}; loosen rtol/atol or raise max_steps")
-        s = end if t.lam + h >= end.lam * (1 - 1e-12) - 1e-12 else node_at(sde, t.lam + h)
+        lands = t.lam + h >= end.lam * (1 - 1e-12) - 1e-12
         if d0 is None:
             d0 = denoiser(x, t.t).x0
-        x_low, x_high = _pair(denoiser, sde, x, t, s, d0, order)
+        s, x_low, x_high = _pair(denoiser, sde, x, t, end if lands else None,
+                                 end.lam if lands else t.lam + h, d0, order)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         err = float(((x_high - x_low) / delta).pow(2).mean().sqrt())
         if err != err:

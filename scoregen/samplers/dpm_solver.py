@@ -126,7 +126,8 @@ def dpm_solver_pp_single(
     end = FinalInterval(order, final)
     fractions = (0.5,) if order == 2 else (1 / 3, 2 / 3)
     pairs = list(itertools.pairwise(nodes))
-    stages = nodes_at(sde, [t.lam + f * (s.lam - t.lam) for t, s in pairs for f in fractions])
+    stages = nodes_at(sde, [t.lam + f * (s.lam - t.lam) for t, s in pairs for f in fractions],
+                      denoiser)
     for i in range(len(ts) - 1):
         t = nodes[i]
         x0_hat = denoiser(x, t.t).x0

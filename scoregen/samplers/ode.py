@@ -69,10 +69,13 @@ class _Flow:
         """``(t, alpha, sigma)`` at ``u`` (grid nodes: their exact times)."""
         t_known = self._known.get(u)
         if t_known is None:
-            t = self.sde.t_from_log_snr(torch.tensor(math.log(u), dtype=torch.float64))
+            t = self.sde.t_from_log_snr(torch.tensor([math.log(u)], dtype=torch.float64))
         else:
-            t = torch.tensor(t_known, dtype=torch.float64)
-        return t, float(self.sde.alpha(t)), float(self.sde.sigma(t))
+            t = torch.tensor([t_known], dtype=torch.float64)
+        alpha = float(self.sde.alpha(t))
+        sigma = alpha / u  # u = alpha / sigma: one coefficient call, not two
+        self.denoiser.precompute(t, [alpha], [sigma])  # the model is asked at t next
+        return t[0], alpha, sigma
 
     def __call__(self, u: Tensor, y: Tensor) -> Tensor:
         u = float(u)

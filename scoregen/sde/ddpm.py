@@ -63,6 +63,7 @@ class DiscreteVPSDE(VariancePreserving):
         super().__init__(T=1.0, t_min=1.0 / self.n if t_min is None else t_min)
         self.betas = b
         self._log_alpha_bar = torch.cat([b.new_zeros(1), torch.cumsum(torch.log1p(-b), 0)])
+        self._rising = -self._log_alpha_bar  # increasing knots, for searchsorted
 
     def alpha_bar(self) -> Tensor:
         """``alpha_bar_i`` for ``i = 1..N`` (float64), the cumulative product of ``1 - beta``."""
@@ -83,12 +84,12 @@ class DiscreteVPSDE(VariancePreserving):
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         """Exact inverse: ``log alpha_bar = -softplus(-2 lambda)``, then the knot interval
         holding it and the linear interpolation inside it (no bisection)."""
-        target = -torch.nn.functional.softplus(-2 * lam.to(torch.float64))
-        knots = self._log_alpha_bar.to(target.device)  # decreasing from 0
-        i = torch.searchsorted(-knots, -target.contiguous()).clamp(1, self.n) - 1
+        rising = torch.nn.functional.softplus(-2 * lam.to(torch.float64)).contiguous()
+        knots = self._rising.to(rising.device)  # -log alpha_bar, increasing from 0
+        i = torch.searchsorted(knots, rising).clamp_(1, self.n).sub_(1)
         lo, hi = knots[i], knots[i + 1]
-        w = ((target - lo) / (hi - lo)).clamp(0, 1)
-        return ((i + w) / self.n).clamp(0, self.T).to(lam.dtype)
+        w = ((rising - lo) / (hi - lo)).clamp_(0, 1)
+        return ((i + w) / self.n).clamp_(0, self.T).to(lam.dtype)
 
     def f(self, t: Tensor) -> Tensor:
         i, _ = self._interval(t)
