@@ -5,7 +5,8 @@ exposes ``add_arguments(parser)`` and ``run(args) -> int``, and the first line o
 docstring is the command's help. A new command is a new file; nothing here changes.
 Expected failures (bad config, missing data, corrupt checkpoint, a run folder in use,
 diverged training, non-finite samples, file-system errors) print one ``error:`` line and
-return 1; Ctrl-C prints ``interrupted`` and returns 130. Bad flags are argparse's: usage and
+return 1; Ctrl-C prints ``interrupted`` and returns 130; a closed pipe on stdout ends
+quietly with 141. Bad flags are argparse's: usage and
 one error line, exit 2.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -80,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args._run(args) or 0)
+    except BrokenPipeError:  # the reader went away (`scoregen list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except _expected_errors() as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         if isinstance(err, OSError) and err.filename is not None and err.strerror:

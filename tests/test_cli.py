@@ -110,3 +110,20 @@ def test_python_dash_m(tmp_path: Path, config: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "scoregen", "sample", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "error:" in bad.stderr
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly():
+    """`scoregen list | head`: the reader leaves early; no traceback, exit 141 (SIGPIPE)."""
+    # every line flushed, and a pause after the first so that the reader has gone by the next
+    flushing = ("import builtins, sys, time\nfrom scoregen.cli import main\n"
+                "_print, lines = builtins.print, []\n"
+                "def flushed(*a, **k):\n    _print(*a, **k)\n    sys.stdout.flush()\n"
+                "    lines.append(1)\n    if len(lines) == 1:\n        time.sleep(1.0)\n"
+                "builtins.print = flushed\nsys.exit(main(['list']))")
+    proc = subprocess.Popen([sys.executable, "-c", flushing], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

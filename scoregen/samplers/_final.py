@@ -24,9 +24,17 @@ k-diffusion's ``sample_lms`` does in ``sigma``)::
 
 Its local error is ``O(tau_N^{p+1}) = O(sigma~_N^{2p+2})`` (``p = 1``: ``x~_0 = (x~_N + D_N) /
 2``, already exact to ``O(tau_N^2)``). Nodes are taken from the newest back, keeping one only
-where ``rho`` at least doubles, so the extrapolation stays well conditioned on fine grids (no
-amplification of round-off by ``(tau_N / Delta tau)^{p-1}``); far nodes get weights of order
-``1 / rho_j``. No network evaluation beyond the one at ``tau_N`` that the jump needs.
+where ``rho`` grows by at least ``SPREAD = 1.25``, so the extrapolation stays well
+conditioned on fine grids (round-off is amplified by at most ``(1 / (SPREAD - 1))^{p-1}``,
+not by ``(tau_N / Delta tau)^{p-1}``), while the nodes stay close to ``tau_N``: the expansion
+in ``tau`` converges on the scale of the data's smallest variance, so nodes far back (a
+factor 2 each, tried first) cost accuracy (mix64, 3M at 1000 NFE: 1.8e-7 against 4e-8).
+While sampling, the recorded nodes are thinned to a ladder spaced by ``THIN =
+sqrt(SPREAD)`` in ``tau``, so a handful of them reach as far back as ``p`` such nodes need,
+however fine the grid (a fixed count of the newest nodes would not: on 2000 log-SNR steps
+they spanned too short a range, the interval fell back to low order and the error rose with
+the steps).
+No network evaluation beyond the one at ``tau_N`` that the jump needs.
 
 The expansion in ``tau`` needs ``sigma~_N`` below the data's own scale: the interval is
 solved only from ``sigma~_N <= SOLVE_BELOW = 0.05`` (data in ``[-1, 1]``; every shipped SDE
@@ -40,7 +48,8 @@ import torch
 from torch import Tensor
 
 FINALS = ("solve", "jump")
-SPREAD = 2.0  # consecutive extrapolation nodes differ in tau by at least this factor
+SPREAD = 1.25  # consecutive extrapolation nodes differ in tau by at least this factor
+THIN = SPREAD**0.5  # recorded nodes are kept spaced by this factor in tau (older to newer)
 SOLVE_BELOW = 0.05  # largest sigma~_N from which the final interval is solved, not jumped
 
 
@@ -70,9 +79,12 @@ class FinalInterval:
         """Remember one grid node's evaluation (a no-op for the jump)."""
         if self.final == "jump" or self.order == 1:
             return
-        self._nodes.append((sigma_edm**2, 0.5 * (x / alpha - x0_hat)))
-        if len(self._nodes) > 4 * self.order + 64:  # only the newest nodes can be chosen
-            del self._nodes[0]
+        nodes = self._nodes
+        nodes.append((sigma_edm**2, 0.5 * (x / alpha - x0_hat)))
+        if len(nodes) >= 3 and nodes[-3][0] < THIN * nodes[-2][0]:
+            del nodes[-2]  # within THIN of an older node: the ladder stays geometric
+        if len(nodes) > 4 * self.order + 16:  # only the newest nodes can be chosen
+            del nodes[0]
 
     def solve(self, alpha: float, sigma_edm: float, x: Tensor, x0_hat: Tensor) -> Tensor:
         """``x~_0`` from the node ``(x_N, D_N)`` at the last positive time (module docstring)."""
