@@ -46,6 +46,7 @@ OURS = {
     "dpm_solver++_single (2S)": ("dpm_solver++_single", {}),
     "unipc (p=2)": ("unipc", {}),
     "unipc (p=3)": ("unipc", {"order": 3}),
+    "ipndm": ("ipndm", {}),
     "dpm_solver++ (3M), jump": ("dpm_solver++", {"order": 3, "final": "jump"}),
     "unipc (p=3), jump": ("unipc", {"order": 3, "final": "jump"}),
 }

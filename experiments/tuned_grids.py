@@ -11,8 +11,9 @@ sampler here targets). Peers: the deterministic fixed-step samplers of diffusers
 k-diffusion on their own grids, step counts planned to the budget by counted NFE.
 
 Trained digits model (``--digits RUN``, default ``runs/digits`` if it exists), under
-``ddpm``: UniPC's grids (with and without ``lower_order_final``) fitted on 128 teacher
-trajectories (32 held out; teacher on 100 steps, the network is the cost here), then
+``ddpm``: the grids of UniPC (with and without ``lower_order_final``) and DPM-Solver++
+fitted on 128 teacher trajectories (32 held out; teacher on 100 steps, the network is the
+cost here), then
 ``--digits-n`` (500) samples per method from the same ``x_T`` scored by the Frechet
 distance on the digits classifier's features against the 297 test digits; the gap is that
 distance minus the noise floor (as many real train digits against the same test digits).
@@ -54,7 +55,7 @@ DEFAULT_GRID = [("ddim", {}), ("dpm_solver++", {}), ("dpm_solver++", {"order": 3
                 ("ipndm", {}), ("ipndm", {"variable_step": False})]
 TUNED = [("ipndm", {}), ("ipndm", {"variable_step": False}), ("unipc", {}),
          ("unipc", {"lower_order_final": False}), ("dpm_solver++", {})]
-DIGITS_TUNED = [("unipc", {}), ("unipc", {"lower_order_final": False})]
+DIGITS_TUNED = [("unipc", {}), ("unipc", {"lower_order_final": False}), ("dpm_solver++", {})]
 DIGITS_DEFAULT = [("dpm_solver++", {}), ("unipc", {}), ("ipndm", {"variable_step": False})]
 # the peers best at 5-20 NFE in the full digits sweep of docs/results.md (the network makes
 # every extra method expensive on a CPU), and diffusers' ancestral DDPM

@@ -50,6 +50,10 @@ def test_log_snr_inverse(name: str) -> None:
     torch.testing.assert_close(lam, torch.log(sde.alpha(t) / sde.sigma(t)))
     torch.testing.assert_close(sde.t_from_log_snr(lam), t, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(SDE.t_from_log_snr(sde, lam), t, rtol=1e-6, atol=1e-7)
+    # a closed-form alpha(lambda) is alpha at the time of that log-SNR
+    torch.testing.assert_close(sde.alpha_from_log_snr(lam), sde.alpha(t), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(SDE.alpha_from_log_snr(sde, lam), sde.alpha(t), rtol=1e-6,
+                               atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ALL)

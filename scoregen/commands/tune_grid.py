@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-steps", type=int, default=200,
                         help="steps of the teacher solve (default 200)")
     parser.add_argument("--max-evals", type=int, default=400,
-                        help="sampler runs per fitted grid (default 400)")
+                        help="sampler runs per start of the search (default 400; three starts)")
     parser.add_argument("--seed", type=int, default=0, help="trajectory k starts from seed + k")
     parser.add_argument("--out", help="folder of tuned_grids.json (default: the checkpoint "
                                       "folder, or runs/tuned_grids/<preset>)")

@@ -68,12 +68,14 @@ class _Flow:
     def coefficients(self, u: float) -> tuple[Tensor, float, float]:
         """``(t, alpha, sigma)`` at ``u`` (grid nodes: their exact times)."""
         t_known = self._known.get(u)
+        lam = torch.tensor([math.log(u)], dtype=torch.float64)
         if t_known is None:
-            t = self.sde.t_from_log_snr(torch.tensor([math.log(u)], dtype=torch.float64))
+            t = self.sde.t_from_log_snr(lam)
+            alpha = float(self.sde.alpha_from_log_snr(lam))
         else:
             t = torch.tensor([t_known], dtype=torch.float64)
-        alpha = float(self.sde.alpha(t))
-        sigma = alpha / u  # u = alpha / sigma: one coefficient call, not two
+            alpha = float(self.sde.alpha(t))
+        sigma = alpha / u  # u = alpha / sigma
         self.denoiser.precompute(t, [alpha], [sigma])  # the model is asked at t next
         return t[0], alpha, sigma
 

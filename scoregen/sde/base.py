@@ -137,6 +137,15 @@ class SDE:
             lo = torch.where(too_noisy, lo, mid)
         return (0.5 * (lo + hi)).to(lam.dtype)
 
+    def alpha_from_log_snr(self, lam: Tensor) -> Tensor:
+        """``alpha`` at the time whose log-SNR is ``lam`` (then ``sigma = alpha e^{-lam}``).
+
+        By :meth:`t_from_log_snr` here; processes with a closed form in ``lam`` override it
+        (variance preserving: ``alpha^2 = sigmoid(2 lam)``; variance exploding: ``1``), which
+        saves solvers that step in log-SNR a coefficient call per evaluation.
+        """
+        return self.alpha(self.t_from_log_snr(lam))
+
     # -- marginals -------------------------------------------------------------------------
     def check_t(self, t: Tensor) -> None:
         """Raise ``ValueError`` unless every time lies in the process range ``[0, T]``."""

@@ -64,6 +64,7 @@ class DiscreteVPSDE(VariancePreserving):
         self.betas = b
         self._log_alpha_bar = torch.cat([b.new_zeros(1), torch.cumsum(torch.log1p(-b), 0)])
         self._rising = -self._log_alpha_bar  # increasing knots, for searchsorted
+        self._slopes = self._log_alpha_bar.diff()  # per interval, so one lookup per call
 
     def alpha_bar(self) -> Tensor:
         """``alpha_bar_i`` for ``i = 1..N`` (float64), the cumulative product of ``1 - beta``."""
@@ -77,9 +78,8 @@ class DiscreteVPSDE(VariancePreserving):
 
     def log_alpha(self, t: Tensor) -> Tensor:
         i, w = self._interval(t)
-        knots = self._log_alpha_bar.to(t.device)
-        lab = knots[i] + w * (knots[i + 1] - knots[i])
-        return (0.5 * lab).to(t.dtype)
+        lab = torch.addcmul(self._log_alpha_bar.to(t.device)[i], w, self._slopes.to(t.device)[i])
+        return lab.mul_(0.5).to(t.dtype)
 
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         """Exact inverse: ``log alpha_bar = -softplus(-2 lambda)``, then the knot interval
@@ -87,9 +87,8 @@ class DiscreteVPSDE(VariancePreserving):
         rising = torch.nn.functional.softplus(-2 * lam.to(torch.float64)).contiguous()
         knots = self._rising.to(rising.device)  # -log alpha_bar, increasing from 0
         i = torch.searchsorted(knots, rising).clamp_(1, self.n).sub_(1)
-        lo, hi = knots[i], knots[i + 1]
-        w = ((rising - lo) / (hi - lo)).clamp_(0, 1)
-        return ((i + w) / self.n).clamp_(0, self.T).to(lam.dtype)
+        w = (rising - knots[i]).div_(self._slopes.to(rising.device)[i]).neg_().clamp_(0, 1)
+        return w.add_(i).div_(self.n).clamp_(0, self.T).to(lam.dtype)
 
     def f(self, t: Tensor) -> Tensor:
         i, _ = self._interval(t)

@@ -53,5 +53,8 @@ class VESDE(SDE):
     def t_from_log_snr(self, lam: Tensor) -> Tensor:
         return ((-lam - math.log(self.sigma_min)) * (self.T / self._log_ratio)).clamp(0, self.T)
 
+    def alpha_from_log_snr(self, lam: Tensor) -> Tensor:
+        return torch.ones_like(lam)
+
     def params(self) -> Params:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, **super().params()}

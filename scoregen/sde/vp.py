@@ -43,6 +43,10 @@ class VariancePreserving(SDE):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
+    def alpha_from_log_snr(self, lam: Tensor) -> Tensor:
+        """``alpha^2 = SNR / (1 + SNR) = sigmoid(2 lambda)`` (Kingma et al. 2021, sec. 3)."""
+        return torch.sigmoid(2 * lam).sqrt()
+
     def prior_std(self) -> float:
         """Unit Gaussian prior ``N(0, I)`` (Ho et al. 2020, Algorithm 2)."""
         return 1.0
