@@ -6,7 +6,7 @@ teacher trajectories (256 fit, 64 held out; seeds 0..319) and saved in
 ``runs/tuned_grids/<preset>/`` (what ``scoregen tune-grid <preset> --sde ddpm`` writes).
 Every method then starts from 512 *other* starts (seeds 100000..), and its endpoint error is
 the median per-sample RMS distance to the teacher's endpoint from the same start (UniPC
-order 4 on 200 log-SNR steps, then the denoising step at ``t_min``, the endpoint every
+order 4 on 200 log-SNR steps, then its final interval solved to ``sigma = 0``, the endpoint every
 sampler here targets). Peers: the deterministic fixed-step samplers of diffusers and
 k-diffusion on their own grids, step counts planned to the budget by counted NFE.
 

@@ -7,7 +7,8 @@ SDE, from teacher trajectories of that model, in two stages:
 1. **Teacher** (:func:`teacher_trajectories`): ``n`` probability-flow ODE solves from the
    prior, with UniPC of order 4 (``unipc``, ``order=3``) on ``teacher_steps`` (200) steps
    uniform in log-SNR, recorded at every step and ending, as every sampler here does, with
-   the denoising step ``x0_hat`` at ``t_min``. On ring8 under ``ddpm`` its endpoints are within
+   its final interval to ``sigma = 0`` solved at its order (``final="solve"``, the default of
+   every sampler tuned here). On ring8 under ``ddpm`` its endpoints are within
    2e-7 (median) of the same solver on 400 steps, and ``tests/test_grid_tuning.py`` checks it
    against dopri5; the 5-10 NFE errors being fitted are 1e-3 .. 1e-1.
 2. **GITS initialisation** (Chen et al. 2024, "On the Trajectory Regularity of ODE-based
@@ -68,7 +69,7 @@ FRACTIONS_MIN = 1 / 64
 class Teacher:
     """``n`` teacher trajectories: the starts ``x_start = x_T`` ``(n, *D)``, the fine grid
     ``ts`` (descending, ``ts[-1] = 0``), ``path[i]`` the states at ``ts[i]`` for the positive
-    times and ``x_end`` the endpoints (after the denoising step)."""
+    times and ``x_end`` the endpoints (after the final interval to ``sigma = 0``)."""
 
     x_start: Tensor
     ts: Tensor
