@@ -11,7 +11,7 @@ sampler here targets). Peers: the deterministic fixed-step samplers of diffusers
 k-diffusion on their own grids, step counts planned to the budget by counted NFE.
 
 Trained digits model (``--digits RUN``, default ``runs/digits`` if it exists), under
-``ddpm``: the grids of UniPC (with and without ``lower_order_final``) and DPM-Solver++
+``ddpm``: the grids of UniPC and DPM-Solver++ (with and without ``lower_order_final``)
 fitted on 128 teacher trajectories (32 held out; teacher on 100 steps, the network is the
 cost here), then
 ``--digits-n`` (500) samples per method from the same ``x_T`` scored by the Frechet
@@ -54,8 +54,10 @@ DEFAULT_GRID = [("ddim", {}), ("dpm_solver++", {}), ("dpm_solver++", {"order": 3
                 ("dpm_solver++_single", {}), ("unipc", {}), ("heun", {}), ("ode_midpoint", {}),
                 ("ipndm", {}), ("ipndm", {"variable_step": False})]
 TUNED = [("ipndm", {}), ("ipndm", {"variable_step": False}), ("unipc", {}),
-         ("unipc", {"lower_order_final": False}), ("dpm_solver++", {})]
-DIGITS_TUNED = [("unipc", {}), ("unipc", {"lower_order_final": False}), ("dpm_solver++", {})]
+         ("unipc", {"lower_order_final": False}), ("dpm_solver++", {}),
+         ("dpm_solver++", {"lower_order_final": False})]
+DIGITS_TUNED = [("unipc", {}), ("unipc", {"lower_order_final": False}), ("dpm_solver++", {}),
+                ("dpm_solver++", {"lower_order_final": False})]
 DIGITS_DEFAULT = [("dpm_solver++", {}), ("unipc", {}), ("ipndm", {"variable_step": False})]
 # the peers best at 5-20 NFE in the full digits sweep of docs/results.md (the network makes
 # every extra method expensive on a CPU), and diffusers' ancestral DDPM

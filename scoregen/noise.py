@@ -84,7 +84,7 @@ class NoiseSource:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         first_draw: int = 0,
-        block_elements: int = 1 << 15,
+        block_elements: int = 1 << 14,
     ) -> None:
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
         if seeds.ndim != 1:
@@ -114,7 +114,8 @@ class NoiseSource:
     @count.setter
     def count(self, j: int) -> None:
         self._next = int(j)
-        self._ahead: list[Tensor] = []  # draws _next, _next + 1, ... made ahead
+        self._ahead: Tensor | None = None  # draws made ahead; row _used is draw _next
+        self._used = 0
         self._block = min(_FIRST_BLOCK, self._max_block)
 
     def draw(self, j: int) -> Tensor:
@@ -137,11 +138,13 @@ class NoiseSource:
         return z[:, :, : self._n].reshape(k, self.batch_size, *self.shape).to(self.dtype)
 
     def __call__(self) -> Tensor:
-        if not self._ahead:
-            self._ahead = list(self.draws(self._next, self._block).unbind(0))
+        if self._ahead is None or self._used == len(self._ahead):
+            self._ahead, self._used = self.draws(self._next, self._block), 0
             self._block = min(2 * self._block, self._max_block)
+        z = self._ahead[self._used]
+        self._used += 1
         self._next += 1
-        return self._ahead.pop(0)
+        return z
 
 
 def seeds_for(batch: int, seed: int = 0, device: torch.device | str | None = None) -> Tensor:

@@ -132,8 +132,8 @@ class Denoiser:
             return to_x0_eps(out, self.kind, x, alpha, sigma)
         return to_x0_eps(out, self.kind, x, self.sde.alpha(tb), self.sde.sigma(tb))
 
-    def precompute(self, ts: Tensor, alpha: Sequence[float] | None = None,
-                   sigma: Sequence[float] | None = None) -> None:
+    def precompute(self, ts: Tensor, alpha: Tensor | Sequence[float] | None = None,
+                   sigma: Tensor | Sequence[float] | None = None) -> None:
         """Compute ``alpha`` and ``sigma`` of every positive time of a grid in one vectorised
         call (float64), before the sampling loop; a sampler that has them already (the stage
         times of a Runge-Kutta or adaptive step) passes them as ``alpha`` and ``sigma``."""
