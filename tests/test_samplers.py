@@ -136,15 +136,19 @@ def test_final_interval_keeps_its_order_on_very_fine_grids(name):
     assert errors[1] < 2e-7 and errors[1] < 2 * errors[0], errors
 
 
-def test_dopri5_solves_the_final_interval_to_its_tolerance():
+@pytest.mark.parametrize(("name", "opts", "tight"), [
+    ("ode_dopri5", {"rtol": 1e-8, "atol": 1e-8}, 1e-6),
+    ("dpm_solver++_adaptive", {"rtol": 1e-5}, 1e-5),
+])
+def test_adaptive_solvers_solve_the_final_interval_to_their_tolerance(name, opts, tight):
     sde, x_T, ref = _clean_reference("vp")
     grid = torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64)
     errors = {}
     for final in ("solve", "jump"):
-        out = scoregen.sample(MIXTURE.model(sde), sde, x_T, "ode_dopri5", None, ts=grid,
-                              rtol=1e-8, atol=1e-8, final=final)
+        out = scoregen.sample(MIXTURE.model(sde), sde, x_T, name, None, ts=grid, final=final,
+                              **opts)
         errors[final] = (out.x - ref).flatten(1).norm(dim=1).median().item()
-    assert errors["solve"] < 1e-6 < 1e-4 < errors["jump"], errors
+    assert errors["solve"] < tight < 1e-4 < errors["jump"], errors
 
 
 @pytest.mark.parametrize("sde_name", ORDER_SDES)

@@ -24,11 +24,15 @@ rejection costs ``order - 1`` evaluations, not ``order``. The batch shares one s
 so a sample depends on the batch it is in through where its steps fall.
 
 The grid given is ``[T, t_min, 0]`` (or ``[T, t_min]``): interior times are ignored; a final
-``0`` adds the denoising step ``x0_hat`` at ``t_min`` (one evaluation). Options: ``rtol``
+``0`` adds the interval from ``t_min`` to ``sigma = 0``, solved at the solver's order from the
+accepted steps' evaluations by :class:`~scoregen.samplers._final.FinalInterval`
+(``final="solve"``, the default) or the denoising step ``x0_hat`` (``final="jump"``, what
+k-diffusion does), one evaluation either way. Options: ``rtol``
 (0.05, k-diffusion's default) and ``atol`` (default ``None``: ``0.156 rtol``, k-diffusion's
 ratio 0.0078 / 0.05, so one tolerance sets both; ``compare`` runs it at tolerances of
 ``rtol``), ``order`` (3), ``h_init`` (0.5, the
-first step in log-SNR), ``safety`` (0.9), ``max_steps`` (10000 attempted steps). Returns
+first step in log-SNR), ``safety`` (0.9), ``max_steps`` (10000 attempted steps), ``final``
+(``"solve"``). Returns
 ``(x, info)`` with ``info["ts_used"]`` (accepted times), ``accepted``, ``rejected``,
 ``solver_nfe``.
 """
@@ -41,6 +45,7 @@ import torch
 from torch import Tensor
 
 from scoregen.samplers._exp import Node, check_choice, exp_step, node, nodes_at
+from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
 
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0
@@ -85,14 +90,15 @@ def _check(rtol: float, atol: float, h_init: float, safety: float, max_steps: in
 def dpm_solver_pp_adaptive(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.05,
     atol: float | None = None, order: int = 3, h_init: float = 0.5, safety: float = 0.9,
-    max_steps: int = 10_000,
+    max_steps: int = 10_000, final: str = "solve",
 ) -> tuple[Tensor, dict[str, Any]]:
     """DPM-Solver-23 (or 12) with embedded error control, data prediction, steps in log-SNR."""
     check_choice("order", order, (2, 3))
     atol = ATOL_PER_RTOL * rtol if atol is None else atol
     _check(rtol, atol, h_init, safety, max_steps)
-    final = bool(ts[-1] == 0)
-    end = node(sde, ts[-2] if final else ts[-1])
+    to_zero = bool(ts[-1] == 0)
+    end = node(sde, ts[-2] if to_zero else ts[-1])
+    last = FinalInterval(order, final)
     t, x_prev = node(sde, ts[0]), x
     if not t.lam < end.lam:
         raise ValueError("dpm_solver++_adaptive needs a grid from high to low noise "
@@ -106,6 +112,7 @@ def dpm_solver_pp_adaptive(
         lands = t.lam + h >= end.lam * (1 - 1e-12) - 1e-12
         if d0 is None:
             d0 = denoiser(x, t.t).x0
+            last.record(t.alpha, t.sigma_edm, x, d0)
         s, x_low, x_high = _pair(denoiser, sde, x, t, end if lands else None,
                                  end.lam if lands else t.lam + h, d0, order)
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
@@ -122,8 +129,8 @@ def dpm_solver_pp_adaptive(
         h = step * min(MAX_FACTOR, max(MIN_FACTOR, safety * max(err, 1e-10) ** (-1 / order)))
     callback(0, end.t, x)
     solver_nfe = denoiser.nfe
-    if final:
-        x = denoiser(x, end.t).x0
+    if to_zero:
+        x = last.solve(end.alpha, end.sigma_edm, x, denoiser(x, end.t).x0)
         callback(len(ts) - 2, ts[-1], x)
     info = {"ts_used": torch.tensor(used, dtype=torch.float64), "accepted": accepted,
             "rejected": rejected, "solver_nfe": solver_nfe, "rtol": rtol, "atol": atol}
