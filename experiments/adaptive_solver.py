@@ -12,7 +12,10 @@ same NFE (log-log interpolation of its error-versus-NFE curve over a dense toler
 ``ode_dopri5`` is listed for reference. Writes ``runs/adaptive_solver/results.md`` and
 ``error_vs_nfe.png``::
 
-    python experiments/adaptive_solver.py [--n 256] [--out runs/adaptive_solver]
+    python experiments/adaptive_solver.py [--n 256] [--out runs/adaptive_solver] [--digits RUN]
+
+The trained digits model (``--digits``, default ``runs/digits`` when it exists) is compared
+the same way, its teacher being the same solver on the network.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 import scoregen
 from scoregen import analytic
 from scoregen import sde as sde_lib
-from scoregen.evaluation import peers
+from scoregen.evaluation import compare, peers
 from scoregen.evaluation.compare import Setting
 from scoregen.grid_tuning import endpoint_error, teacher_trajectories
 
@@ -50,10 +53,19 @@ def interpolate(curve: list[tuple[int, float]], nfe: float) -> float:
     return math.nan
 
 
-def sweep(preset: str, n: int) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
-    mix, sde = analytic.preset(preset), sde_lib.get("ddpm")
-    model = mix.model(sde)
-    teacher = teacher_trajectories(model, sde, mix.shape, n, teacher_steps=500)
+def problem(name: str, n: int):
+    """``(title, model, sde, event shape, dtype)`` of an exact preset or a checkpoint run."""
+    if name in analytic.PRESETS:
+        mix, sde = analytic.preset(name), sde_lib.get("ddpm")
+        return f"{name} (exact oracle, ddpm)", mix.model(sde), sde, mix.shape, torch.float64
+    found = compare.checkpoint_problem(Path(name), n, sde="ddpm")
+    return (f"trained model {name} (ddpm)", found.model, found.sde, found.shape,
+            found.dtype)
+
+
+def sweep(name: str, n: int) -> tuple[list[str], dict[str, list[tuple[int, float]]]]:
+    title, model, sde, shape, dtype = problem(name, n)
+    teacher = teacher_trajectories(model, sde, shape, n, teacher_steps=500, dtype=dtype)
     ts = torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64)
     curves: dict[str, list[tuple[int, float]]] = {
         "dpm_solver++_adaptive": [], JUMP: [], "ode_dopri5": [], "k-diffusion/dpm_adaptive": []}
@@ -70,7 +82,7 @@ def sweep(preset: str, n: int) -> tuple[list[str], dict[str, list[tuple[int, flo
     found, messages = peers.peer_methods(["k-diffusion/dpm_adaptive"], sde)
     if not found:
         raise SystemExit(f"k-diffusion is needed for this comparison: {messages}")
-    lines = [f"### {preset} (exact oracle, ddpm), {n} samples", "",
+    lines = [f"### {title}, {n} samples", "",
              "| tolerance | k-diffusion NFE | k-diffusion error | scoregen error at that NFE "
              "| ratio | scoregen NFE at this tolerance | scoregen with the jump at that NFE "
              "| ratio |", "|---|---|---|---|---|---|---|---|"]
@@ -93,12 +105,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--out", default="runs/adaptive_solver")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--digits", default="runs/digits",
+                        help="a trained run to compare on too, if it exists ('' for none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     text, all_curves = ["# Adaptive exponential integrator vs k-diffusion dpm_adaptive", ""], {}
-    for preset in ("ring8", "mix64"):
+    problems = ["ring8", "mix64"] + ([args.digits] if args.digits and Path(args.digits).exists()
+                                      else [])
+    for preset in problems:
         lines, curves = sweep(preset, args.n)
         text += lines
         all_curves[preset] = curves
