@@ -139,13 +139,9 @@ class Denoiser:
         times of a Runge-Kutta or adaptive step) passes them as ``alpha`` and ``sigma``."""
         ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
         if alpha is None or sigma is None:
-            keep = ts > 0
-            ts = ts[keep]
+            ts = ts[ts > 0]
             alpha, sigma = self.sde.alpha(ts), self.sde.sigma(ts)
-        alpha, sigma = ([float(v) for v in c] if isinstance(c, list) else
-                        torch.as_tensor(c).reshape(-1).tolist() for c in (alpha, sigma))
-        pairs = zip(ts.reshape(-1).tolist(), alpha, sigma, strict=True)
-        for t, a, s in pairs:
+        for t, a, s in zip(ts.reshape(-1).tolist(), _floats(alpha), _floats(sigma), strict=True):
             self._grid[t] = (a, s)
 
     def _scalar_coefficients(self, t: float, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -166,6 +162,13 @@ class Denoiser:
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """``grad log p_t(x) = -eps_hat / sigma(t)``."""
         return self.sde.score_from_eps(self(x, t).eps, batch_times(t, x))
+
+
+def _floats(values: Tensor | Sequence[float]) -> list[float]:
+    """A tensor or a sequence of numbers as a flat list of Python floats."""
+    if isinstance(values, Tensor):
+        return values.reshape(-1).tolist()
+    return [float(v) for v in values]
 
 
 def check_model(model: object, sde: SDE) -> None:

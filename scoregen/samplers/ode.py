@@ -68,8 +68,8 @@ class _Flow:
     def coefficients(self, u: float) -> tuple[Tensor, float, float]:
         """``(t, alpha, sigma)`` at ``u`` (grid nodes: their exact times)."""
         t_known = self._known.get(u)
-        lam = torch.tensor([math.log(u)], dtype=torch.float64)
         if t_known is None:
+            lam = torch.tensor([math.log(u)], dtype=torch.float64)
             t = self.sde.t_from_log_snr(lam)
             alpha = float(self.sde.alpha_from_log_snr(lam))
         else:
