@@ -5,7 +5,8 @@ from the same ``x_T`` (256 samples) and integrate to ``t_min``; k-diffusion then
 denoising step, scoregen solves the last interval to ``sigma = 0`` at its order (its default;
 the table also gives it with ``final="jump"``, k-diffusion's ending). The endpoint error is
 the median per-sample RMS distance to a teacher solve (UniPC order 4, 500 log-SNR steps, its
-final interval solved, :func:`scoregen.grid_tuning.teacher_trajectories`). Both map a tolerance to
+final interval solved,
+:func:`scoregen.sampling.grid_tuning.teacher_trajectories`). Both map a tolerance to
 ``rtol = tol, atol = 0.156 tol``. For every tolerance of k-diffusion in 0.1 .. 0.001 the
 table gives its counted NFE and error, and scoregen's ``dpm_solver++_adaptive`` error at the
 same NFE (log-log interpolation of its error-versus-NFE curve over a dense tolerance sweep).
@@ -28,11 +29,11 @@ from pathlib import Path
 import torch
 
 import scoregen
-from scoregen import analytic
 from scoregen import sde as sde_lib
 from scoregen.evaluation import compare, peers
 from scoregen.evaluation.compare import Setting
-from scoregen.grid_tuning import endpoint_error, teacher_trajectories
+from scoregen.models import analytic
+from scoregen.sampling.grid_tuning import endpoint_error, teacher_trajectories
 
 PEER_TOLS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 OUR_TOLS = tuple(10 ** (-k / 4) for k in range(2, 16))  # 0.32 .. 1.8e-4

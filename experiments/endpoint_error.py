@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 import scoregen
 from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.analytic import preset
 from scoregen.evaluation.metrics import nll_gap
 from scoregen.evaluation.reference import pf_ode_endpoint
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser
+from scoregen.models.analytic import preset
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.noise import NoiseSource, seeds_for
 
 # label: (sampler, options)
 OURS = {

@@ -39,10 +39,10 @@ import torch
 
 import scoregen
 from scoregen import sde as sde_lib
-from scoregen.analytic import preset
 from scoregen.evaluation import compare
-from scoregen.param import Denoiser
-from scoregen.samplers import time_grid
+from scoregen.models.analytic import preset
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import time_grid
 
 # label: (registered sampler, options)
 VARIANTS = {

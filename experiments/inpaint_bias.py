@@ -22,10 +22,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from scoregen import analytic
 from scoregen import sde as sde_lib
 from scoregen.evaluation import metrics
-from scoregen.inpaint import inpaint
+from scoregen.models import analytic
+from scoregen.sampling.inpaint import inpaint
 
 METHODS = [  # (label, sampler, steps, resample)
     ("replacement ddim", "ddim", 20, 1),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from scoregen.plotting import save_samples
-from scoregen.sampling import sample
+from scoregen.infra.plotting import save_samples
+from scoregen.sampling.api import sample
 from scoregen.training import build_trainer
 from scoregen.training.checkpoint import load_model
 from scoregen.training.config import load_config

@@ -24,8 +24,8 @@ import torch
 
 from scoregen.data import load_dataset
 from scoregen.evaluation.digits_classifier import digits_quality, get_classifier
-from scoregen.plotting import image_grid
-from scoregen.sampling import sample
+from scoregen.infra.plotting import image_grid
+from scoregen.sampling.api import sample
 from scoregen.training import build_trainer
 from scoregen.training.checkpoint import load_model, read_checkpoint
 from scoregen.training.config import load_config

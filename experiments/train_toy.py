@@ -24,7 +24,7 @@ import torch
 import scoregen
 from scoregen.data import load_dataset
 from scoregen.evaluation.metrics import sliced_wasserstein
-from scoregen.plotting import save_samples
+from scoregen.infra.plotting import save_samples
 from scoregen.training import build_trainer
 from scoregen.training.checkpoint import load_model
 from scoregen.training.config import load_config

@@ -1,7 +1,7 @@
 """Few-step samplers on grids fitted to the model against every peer, at 5, 10 and 20 NFE.
 
 Exact scores (``--presets``, default ring8 and mix64, under the discrete DDPM process, the
-one every peer runs on): grids are fitted by :func:`scoregen.grid_tuning.tune_grid` on 320
+one every peer runs on): grids are fitted by :func:`scoregen.sampling.grid_tuning.tune_grid` on 320
 teacher trajectories (256 fit, 64 held out; seeds 0..319) and saved in
 ``runs/tuned_grids/<preset>/`` (what ``scoregen tune-grid <preset> --sde ddpm`` writes).
 Every method then starts from 512 *other* starts (seeds 100000..), and its endpoint error is
@@ -41,11 +41,11 @@ from typing import Any
 import torch
 
 import scoregen
-from scoregen import analytic
 from scoregen import sde as sde_lib
 from scoregen.evaluation import compare, peers
-from scoregen.grid_tuning import endpoint_error, teacher_trajectories, tune_grid
-from scoregen.tuned_grids import TunedGrids
+from scoregen.models import analytic
+from scoregen.sampling.grid_tuning import endpoint_error, teacher_trajectories, tune_grid
+from scoregen.sampling.tuned_grids import TunedGrids
 
 BUDGETS = (5, 10, 20)
 TUNED_BUDGETS = (5, 10)

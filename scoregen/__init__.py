@@ -1,27 +1,27 @@
 """scoregen: score-based continuous-time diffusion models.
 
 Pluggable SDEs (:mod:`scoregen.sde`), exact Gaussian-mixture oracles
-(:mod:`scoregen.analytic`), interchangeable samplers behind one call
+(:mod:`scoregen.models.analytic`), interchangeable samplers behind one call
 (:func:`scoregen.sample`).
 
-The pipeline reads in the folder names: ``data/`` -> ``sde/`` + ``models/`` -> ``training/``
-(config, losses, trainer, checkpoints) -> ``samplers/`` + :mod:`scoregen.sampling` ->
-``evaluation/`` (metrics, likelihood, comparison). Modules that moved into ``training/`` and
-``evaluation/`` keep their old import paths (:mod:`scoregen._moved`).
+The package reads by stage: ``data/`` -> ``sde/`` + ``models/`` -> ``training/`` (config,
+objectives, loop, run folder, checkpoints) -> ``samplers/`` + ``sampling/`` (the public
+:func:`sample`, the NFE-counting denoiser, noise, guidance, inpainting, grids) ->
+``evaluation/`` (metrics, likelihood, comparison); ``infra/`` holds what has no domain
+(registries, broadcasting, distributed, plotting). This module is the package face: it
+re-exports the names a user script starts from.
 """
 
 from __future__ import annotations
 
-from scoregen import _moved, analytic, param, samplers, sde
-from scoregen.analytic import GaussianMixture
-from scoregen.guidance import Guidance
-from scoregen.inpaint import inpaint
-from scoregen.param import retarget
-from scoregen.sampling import SampleResult, sample
-
-_moved.install()
-
-__version__ = "0.1.0"
+from scoregen import samplers, sde
+from scoregen.infra.version import __version__
+from scoregen.models import analytic, prediction
+from scoregen.models.analytic import GaussianMixture
+from scoregen.models.prediction import retarget
+from scoregen.sampling.api import SampleResult, sample
+from scoregen.sampling.guidance import Guidance
+from scoregen.sampling.inpaint import inpaint
 
 __all__ = [
     "GaussianMixture",
@@ -30,7 +30,7 @@ __all__ = [
     "__version__",
     "analytic",
     "inpaint",
-    "param",
+    "prediction",
     "retarget",
     "sample",
     "samplers",

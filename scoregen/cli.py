@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from scoregen.distributed import DistributedError
+    from scoregen.infra.distributed import DistributedError
     from scoregen.training import TrainingDivergedError
 
     return (ValueError, KeyError, OSError, TrainingDivergedError, DistributedError)

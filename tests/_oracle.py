@@ -8,9 +8,9 @@ from functools import cache
 import torch
 
 import scoregen
-from scoregen import analytic
 from scoregen import sde as sde_lib
-from scoregen.noise import NoiseSource, seeds_for
+from scoregen.models import analytic
+from scoregen.sampling.noise import NoiseSource, seeds_for
 
 MIXTURE = analytic.preset("ring8")
 
@@ -46,7 +46,7 @@ def smooth_reference():
     dopri5 at ``rtol = atol = 1e-10`` in float64 (independent of the solvers under test)."""
     from torchdiffeq import odeint
 
-    from scoregen.param import Denoiser
+    from scoregen.sampling.denoiser import Denoiser
 
     sde = sde_lib.get("vp")
     model = analytic.preset("ring8", std=0.3).model(sde)

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scoregen import analytic, distributed
 from scoregen import sde as sde_lib
 from scoregen.cli import main
 from scoregen.evaluation.likelihood import log_likelihood_sharded
+from scoregen.infra import distributed
+from scoregen.models import analytic
 from scoregen.training import Trainer
 
 

@@ -24,8 +24,8 @@ from scoregen.adapters import (
     load_model_spec,
 )
 from scoregen.adapters.diffusers_unet import prediction_from_scheduler_config
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.noise import NoiseSource, seeds_for
 
 N_TRAIN = 1000
 
@@ -239,7 +239,7 @@ def test_edm_model_is_the_x0_of_a_known_denoiser():
 
 USER_MODULE = textwrap.dedent('''
     import scoregen
-    from scoregen.analytic import preset
+    from scoregen.models.analytic import preset
 
 
     def make_model():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import scoregen.sde as sdes
-from scoregen.analytic import PRESETS, GaussianMixture, preset, random_mixture
-from scoregen.param import PREDICTIONS, to_x0_eps
+from scoregen.models.analytic import PRESETS, GaussianMixture, preset, random_mixture
+from scoregen.models.prediction import PREDICTIONS, to_x0_eps
 
 ALL = sdes.list()
 

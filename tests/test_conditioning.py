@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import scoregen
-from scoregen import analytic, samplers
+from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.guidance import Guidance, dynamic_threshold, guide
-from scoregen.noise import seeds_for
+from scoregen.models import analytic
+from scoregen.sampling.guidance import Guidance, dynamic_threshold, guide
+from scoregen.sampling.noise import seeds_for
 
 SAMPLERS = samplers.list()
 SDES = ("vp", "ve")

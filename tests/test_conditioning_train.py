@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from scoregen.analytic import preset
 from scoregen.cli import main
 from scoregen.data import DataError, load_dataset
 from scoregen.models import ScoreModel, build_network
+from scoregen.models.analytic import preset
 from scoregen.sde import get as get_sde
 from scoregen.training import Trainer, TrainOptions
 from scoregen.training.checkpoint import load_model, save_checkpoint

@@ -27,10 +27,11 @@ import torch
 import yaml
 
 import scoregen
-from scoregen import analytic, distributed
 from scoregen import sde as sde_lib
 from scoregen.cli import main
 from scoregen.evaluation.likelihood import log_likelihood, log_likelihood_sharded
+from scoregen.infra import distributed
+from scoregen.models import analytic
 from scoregen.training.batches import EpochOrder, draw_batch, local_slices
 from scoregen.training.checkpoint import load_model
 
@@ -229,7 +230,7 @@ def test_single_process_needs_no_process_group() -> None:
     assert not torch.distributed.is_initialized()
     m = torch.nn.Linear(2, 2)
     distributed.check_consistency(m)  # a no-op for one process
-    assert scoregen.distributed.all_reduce(torch.tensor(3.0), "mean") == 3.0
+    assert scoregen.infra.distributed.all_reduce(torch.tensor(3.0), "mean") == 3.0
 
 
 # -- streamed data -------------------------------------------------------------------------------

@@ -13,8 +13,6 @@ import torch
 import yaml
 
 import scoregen.sde as sdes
-from scoregen._shape import bcast
-from scoregen.analytic import GaussianMixture, preset
 from scoregen.cli import main
 from scoregen.evaluation.bound import variational_bound
 from scoregen.evaluation.dequantize import Quantization, levels_for
@@ -24,6 +22,8 @@ from scoregen.evaluation.evaluate import (
     run_evaluation,
     summarize,
 )
+from scoregen.infra.shape import bcast
+from scoregen.models.analytic import GaussianMixture, preset
 
 
 def _data(mix: GaussianMixture, n: int, seed: int = 1) -> torch.Tensor:
@@ -185,7 +185,7 @@ def test_evaluate_command_on_a_tiny_mixture_run(tmp_path: Path, capsys):
 
 USER_MODULE = textwrap.dedent('''
     import scoregen
-    from scoregen.analytic import preset
+    from scoregen.models.analytic import preset
 
 
     def make_model():

@@ -15,12 +15,13 @@ from scipy.integrate import quad
 import scoregen
 from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.analytic import GaussianMixture, preset
 from scoregen.evaluation.metrics import mode_weight_error, nll_gap
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser
-from scoregen.samplers import _exp, time_grid
+from scoregen.models.analytic import GaussianMixture, preset
+from scoregen.samplers import _exp
 from scoregen.samplers.adaptive_sde import BrownianPath
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import time_grid
+from scoregen.sampling.noise import NoiseSource, seeds_for
 
 F64 = torch.float64
 FIXED = ("heun", "dpm_solver++", "dpm_solver++_single", "dpm_solver++_sde", "unipc")

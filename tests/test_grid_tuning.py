@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import scoregen
-from scoregen import analytic
 from scoregen import sde as sde_lib
 from scoregen.cli import main
-from scoregen.grid_tuning import endpoint_error, gits_grid, teacher_trajectories, tune_grid
-from scoregen.samplers import check_grid, time_grid
-from scoregen.tuned_grids import TunedGrids
+from scoregen.models import analytic
+from scoregen.sampling.grid import check_grid, time_grid
+from scoregen.sampling.grid_tuning import endpoint_error, gits_grid, teacher_trajectories, tune_grid
+from scoregen.sampling.tuned_grids import TunedGrids
 
 RING = analytic.preset("ring8")
 

@@ -9,19 +9,23 @@ import of a parent package is not an edge (as in Python's own semantics and impo
 from __future__ import annotations
 
 import ast
-import importlib
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import scoregen
-from scoregen import _moved
 
 ROOT = Path(scoregen.__file__).parent
-STAGES = ("scoregen.training", "scoregen.evaluation")
-TOP = ("scoregen.cli", "scoregen.commands", "scoregen.__main__")
+# layers, lowest first: a module imports only modules of its own layer or below
+LAYERS = (
+    ("scoregen.infra",),
+    ("scoregen.sde", "scoregen.models", "scoregen.data", "scoregen.samplers",
+     "scoregen.adapters"),
+    ("scoregen.sampling",),
+    ("scoregen.training",),
+    ("scoregen.evaluation",),
+    ("scoregen.cli", "scoregen.commands", "scoregen.__main__", "scoregen"),
+)
 
 
 def _module_name(path: Path) -> str:
@@ -91,13 +95,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def _layer(name: str) -> int:
-    """0 core, 1 training, 2 evaluation, 3 command line."""
-    if any(name == p or name.startswith(p + ".") for p in TOP):
-        return 3
-    for rank, stage in enumerate(STAGES, start=1):
-        if name == stage or name.startswith(stage + "."):
-            return rank
-    return 0
+    """The index in :data:`LAYERS` of the package ``name`` belongs to (the longest match)."""
+    matches = [(len(p), rank) for rank, packages in enumerate(LAYERS) for p in packages
+               if name == p or name.startswith(p + ".")]
+    assert matches, f"{name} belongs to no layer: add its package to LAYERS"
+    return max(matches)[1]
 
 
 def test_cycle_finder_finds_cycles():
@@ -109,7 +111,7 @@ def test_cycle_finder_finds_cycles():
 def test_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
     # a function-level import (the sample previews of the trainer)
-    assert "scoregen.sampling" in graph["scoregen.training.trainer"]
+    assert "scoregen.sampling.api" in graph["scoregen.training.build"]
     assert "scoregen.training.trainer" in graph["scoregen.training"]
     assert "scoregen.evaluation.metrics" in graph["scoregen.evaluation.digits_classifier"]
 
@@ -120,22 +122,16 @@ def test_no_import_cycle():
 
 
 def test_layers_import_downward():
-    """core < training < evaluation < command line: no module imports a higher layer."""
+    """infra < core (sde, models, data, samplers, adapters) < sampling < training < evaluation
+    < command line: no module imports a higher layer."""
     bad = [f"{a} -> {b}" for a, deps in import_graph().items() for b in deps
            if _layer(b) > _layer(a)]
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
-def test_package_uses_the_new_paths():
-    """Old names (``scoregen.metrics``, ...) are for users; the package imports the new."""
-    old = [f"{name}: {node.module if isinstance(node, ast.ImportFrom) else alias.name}"
-           for name, path in MODULES.items()
-           for node in ast.walk(ast.parse(path.read_text()))
-           if isinstance(node, ast.Import | ast.ImportFrom)
-           for alias in node.names
-           if _moved.new_name((node.module if isinstance(node, ast.ImportFrom) else alias.name)
-                              or "") is not None]
-    assert not old, old
+def test_package_root_is_only_the_face_and_the_command_line():
+    """Every module below the root lives in a sub-package of one job."""
+    assert sorted(p.name for p in ROOT.glob("*.py")) == ["__init__.py", "__main__.py", "cli.py"]
 
 
 def test_every_module_imports_on_its_own():
@@ -146,8 +142,6 @@ def test_every_module_imports_on_its_own():
         f"for name in {sorted(MODULES)!r}:\n"
         "    for key in [k for k in sys.modules if k == 'scoregen' or k.startswith('scoregen.')]:\n"
         "        del sys.modules[key]\n"
-        "    sys.meta_path[:] = [f for f in sys.meta_path\n"
-        "                        if type(f).__module__ != 'scoregen._moved']\n"
         "    try:\n"
         "        importlib.import_module(name)\n"
         "    except Exception as err:\n"
@@ -160,20 +154,11 @@ def test_every_module_imports_on_its_own():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("old", sorted(_moved.MOVED))
-def test_old_paths_are_the_same_modules(old):
-    assert importlib.import_module(old) is importlib.import_module(_moved.MOVED[old])
-
-
-def test_documented_names_keep_working():
-    """The names README and docs show, through their old and new paths."""
+def test_documented_names_import():
+    """The names README and docs show."""
     from scoregen.evaluation.metrics import METRICS
-    from scoregen.evaluation.peers import kdiffusion
     from scoregen.training import build_trainer
-    from scoregen.training.checkpoint import load_model
 
-    old_checkpoint = importlib.import_module("scoregen.checkpoint")
-    assert old_checkpoint.load_model is load_model
-    assert importlib.import_module("scoregen.peers.kdiffusion") is kdiffusion  # sub-module
     assert "fd_digits" in METRICS.list()
     assert callable(build_trainer) and callable(scoregen.sample)
+    assert scoregen.analytic.preset("ring8").shape == (2,)

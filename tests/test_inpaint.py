@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import scoregen
-from scoregen import analytic, samplers
+from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.inpaint import inpaint, region_mask
+from scoregen.models import analytic
+from scoregen.sampling.inpaint import inpaint, region_mask
 
 RING = analytic.preset("ring8")
 MIX16 = analytic.preset("mix16")

@@ -12,9 +12,9 @@ from _oracle import smooth_reference
 
 import scoregen
 from scoregen import sde as sde_lib
-from scoregen.analytic import preset
-from scoregen.samplers import time_grid
+from scoregen.models.analytic import preset
 from scoregen.samplers.ipndm import _AB, adams_weights
+from scoregen.sampling.grid import time_grid
 
 F64 = torch.float64
 STEPS = (20, 40, 80)

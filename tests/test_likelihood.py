@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import scoregen.sde as sdes
-from scoregen.analytic import GaussianMixture, preset, random_mixture
 from scoregen.evaluation.likelihood import log_likelihood
+from scoregen.models.analytic import GaussianMixture, preset, random_mixture
 
 
 def gen(seed: int) -> torch.Generator:

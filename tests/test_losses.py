@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import scoregen
-from scoregen.analytic import GaussianMixture
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
+from scoregen.models.analytic import GaussianMixture
 from scoregen.training.losses import (
     WEIGHTINGS,
     DDPMLoss,
@@ -49,7 +49,7 @@ def test_exact_score_reaches_mixture_floor(sde_name: str) -> None:
     """Mixture: E||eps - E[eps|x_t]||^2 / D = E_x[sum_k r_k (v_k + |m_k|^2/D) - |sum_k r_k m_k|^2/D]
     with per-component posterior mean m_k and variance v_k (law of total variance)."""
     sde = scoregen.sde.get(sde_name)
-    gm = scoregen.analytic.preset("ring8")
+    gm = scoregen.models.analytic.preset("ring8")
     s2 = float(gm.evals[0, 0])
     oracle = gm.model(sde, "eps")
     g = torch.Generator().manual_seed(2)
@@ -72,7 +72,7 @@ def test_exact_score_reaches_mixture_floor(sde_name: str) -> None:
 
 def test_exact_score_minimises_the_loss() -> None:
     sde = scoregen.sde.get("vp")
-    gm = scoregen.analytic.preset("ring8")
+    gm = scoregen.models.analytic.preset("ring8")
     oracle = gm.model(sde, "eps")
 
     class Scaled:
@@ -215,7 +215,7 @@ def test_loss_falls_on_a_toy_set(prediction: str, weighting: str, t_sampling: st
         with torch.no_grad():
             return float(DSMLoss()(m, eval_batch, torch.Generator().manual_seed(1)))
 
-    floor = evaluate(scoregen.analytic.ring8(radius=0.8, std=0.04).model(sde))
+    floor = evaluate(scoregen.models.analytic.ring8(radius=0.8, std=0.04).model(sde))
 
     before = evaluate()
     for _ in range(200):

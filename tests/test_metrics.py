@@ -8,8 +8,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from scoregen.analytic import GaussianMixture, preset
 from scoregen.evaluation import metrics as M
+from scoregen.models.analytic import GaussianMixture, preset
 
 
 def gen(seed: int) -> torch.Generator:

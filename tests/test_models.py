@@ -7,7 +7,7 @@ import torch
 
 import scoregen
 from scoregen.models import NETWORKS, PARAMETERIZATIONS, ScoreModel, build_model, build_network
-from scoregen.param import Model, Retargeted
+from scoregen.models.prediction import Model, Retargeted, to_x0_eps
 
 SHAPES = {"mlp": [(2,), (16,)], "unet": [(1, 8, 8), (1, 28, 28), (3, 8, 8)]}
 TINY = {"mlp": {"width": 16, "depth": 1}, "unet": {"channels": 8, "mult": [1, 2], "attn_res": [4]}}
@@ -100,10 +100,8 @@ def test_one_network_serves_every_sde_at_equal_log_snr(prediction: str) -> None:
     t_ve = ve.t_from_log_snr(vp.log_snr(t_vp))
     x_vp = torch.randn(3, 2, dtype=torch.float64)
     x_ve = x_vp / vp.alpha(t_vp)[:, None]
-    a = scoregen.param.to_x0_eps(m_vp(x_vp, t_vp), m_vp.prediction, x_vp, vp.alpha(t_vp),
-                                 vp.sigma(t_vp))
-    b = scoregen.param.to_x0_eps(m_ve(x_ve, t_ve), m_ve.prediction, x_ve, ve.alpha(t_ve),
-                                 ve.sigma(t_ve))
+    a = to_x0_eps(m_vp(x_vp, t_vp), m_vp.prediction, x_vp, vp.alpha(t_vp), vp.sigma(t_vp))
+    b = to_x0_eps(m_ve(x_ve, t_ve), m_ve.prediction, x_ve, ve.alpha(t_ve), ve.sigma(t_ve))
     torch.testing.assert_close(a.x0, b.x0)
     torch.testing.assert_close(a.eps, b.eps)
 

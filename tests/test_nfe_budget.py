@@ -13,10 +13,11 @@ import torch
 import yaml
 
 import scoregen
-from scoregen import analytic, samplers
+from scoregen import samplers
 from scoregen import sde as sde_lib
 from scoregen.cli import main
-from scoregen.nfe_budget import plan_steps
+from scoregen.models import analytic
+from scoregen.sampling.nfe_budget import plan_steps
 
 SDE = sde_lib.get("vp")
 MODEL = analytic.preset("ring8").model(SDE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from scoregen.noise import NoiseSource, seeds_for, splitmix64
+from scoregen.sampling.noise import NoiseSource, seeds_for, splitmix64
 
 
 def _splitmix64_reference(x: int) -> int:

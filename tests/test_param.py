@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import scoregen.sde as sdes
-from scoregen.analytic import preset
-from scoregen.param import PREDICTIONS, Denoiser, from_x0_eps, retarget, to_x0_eps
+from scoregen.models.analytic import preset
+from scoregen.models.prediction import PREDICTIONS, from_x0_eps, retarget, to_x0_eps
+from scoregen.sampling.denoiser import Denoiser
 
 
 @pytest.mark.parametrize("kind", PREDICTIONS)

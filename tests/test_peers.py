@@ -12,7 +12,7 @@ import torch
 import scoregen
 from scoregen.cli import main
 from scoregen.evaluation import compare, peers
-from scoregen.param import Denoiser
+from scoregen.sampling.denoiser import Denoiser
 
 
 def _need(library: str) -> None:

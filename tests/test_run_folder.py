@@ -21,7 +21,7 @@ import scoregen
 from scoregen.cli import main
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
-from scoregen.sampling import NonFiniteSamplesError
+from scoregen.sampling.api import NonFiniteSamplesError
 from scoregen.training import (
     Trainer,
     TrainingDivergedError,

@@ -18,10 +18,10 @@ from _oracle import MIXTURE, CountingModel, order_slope, pf_ode_reference
 import scoregen
 from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.analytic import preset
 from scoregen.evaluation import metrics
 from scoregen.evaluation.reference import pf_ode_endpoint
-from scoregen.noise import NoiseSource, seeds_for
+from scoregen.models.analytic import preset
+from scoregen.sampling.noise import NoiseSource, seeds_for
 
 SAMPLERS = samplers.list()
 SDES = sde_lib.list()

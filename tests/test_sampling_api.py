@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 import scoregen
-from scoregen import analytic, samplers
+from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.analytic import GaussianMixture
+from scoregen.models import analytic
+from scoregen.models.analytic import GaussianMixture
 
 SAMPLERS = samplers.list()
 FIXED_STEP = [n for n in SAMPLERS if samplers.meta(n)["nfe_per_step"] is not None]

@@ -24,8 +24,8 @@ import torch
 import scoregen
 from scoregen import samplers
 from scoregen import sde as sde_lib
-from scoregen.analytic import preset
 from scoregen.evaluation import metrics
+from scoregen.models.analytic import preset
 
 MULTIPLE = 5.0  # sliced W2 at most this multiple of DDIM's (worst seen: 4.2, one RK4 step)
 SPREAD = 2.0  # root total variance at most this multiple of the data's

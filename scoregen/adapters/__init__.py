@@ -1,7 +1,7 @@
 """Someone else's network as a scoregen model: diffusers UNets, EDM / k-diffusion denoisers,
 and any ``module:function`` that builds a model.
 
-Every adapter returns an object with the :class:`scoregen.param.Model` protocol (a
+Every adapter returns an object with the :class:`scoregen.models.prediction.Model` protocol (a
 ``prediction`` type, the ``sde`` the network was trained on, ``model(x, t)``), so every
 sampler, the likelihood and the comparison run on it unchanged:
 

@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scoregen._shape import batch_times
-from scoregen.param import Model, retarget
+from scoregen.infra.shape import batch_times
+from scoregen.models.prediction import Model, retarget
 from scoregen.sde.base import SDE
 from scoregen.sde.ddpm import DiscreteVPSDE
 
@@ -133,7 +133,7 @@ def prediction_from_scheduler_config(config: dict[str, Any] | str | Path) -> str
 
 
 class DiffusersModel(nn.Module):
-    """``net(x, timestep)`` of a diffusers UNet as a :class:`scoregen.param.Model`.
+    """``net(x, timestep)`` of a diffusers UNet as a :class:`scoregen.models.prediction.Model`.
 
     Args:
         net: ``net(x: (B, C, H, W), timestep: (B,)) -> out`` with ``out.sample`` (diffusers'
@@ -216,7 +216,8 @@ def load_diffusers(folder: str | Path, *, scheduler: str | Path | None = None,
     ``scheduler_config.json`` beside it (or give ``scheduler=``). The class comes from the
     model's ``config.json`` (``_class_name``, e.g. ``UNet2DModel``); weights must be
     safetensors. ``sde``: the process to present the model on (default: the scheduler's
-    ``ddpm`` process; another SDE re-targets it by log-SNR, :func:`scoregen.param.retarget`).
+    ``ddpm`` process; another SDE re-targets it by log-SNR,
+    :func:`scoregen.models.prediction.retarget`).
     """
     model_dir, sched = _locate(Path(folder), scheduler)
     try:

@@ -28,14 +28,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from scoregen._shape import batch_times, bcast
+from scoregen.infra.shape import batch_times, bcast
 from scoregen.sde.base import SDE
 
 DenoiserFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class EDMDenoiserModel(nn.Module):
-    """``D(x, sigma)`` as an x0 :class:`scoregen.param.Model` for ``sde`` (module docstring).
+    """``D(x, sigma)`` as an x0 :class:`~scoregen.models.prediction.Model` for ``sde`` (module
+    docstring).
 
     Args:
         denoiser: ``D(x: (B, *D), sigma: (B,)) -> x0_hat: (B, *D)``.

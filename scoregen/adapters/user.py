@@ -2,7 +2,7 @@
 
 The module is imported (a ``.py`` path is loaded from that file; a dotted name is looked up
 on ``sys.path`` with the current directory first, as ``python -m`` does), the function is
-called without arguments, and what it returns must follow :class:`scoregen.param.Model`:
+called without arguments, and what it returns must follow :class:`scoregen.models.prediction.Model`:
 ``prediction`` (``eps``, ``x0``, ``score`` or ``v``), ``sde`` (a scoregen SDE) and
 ``model(x, t)``. Wrap foreign networks with :mod:`scoregen.adapters.diffusers_unet` or
 :mod:`scoregen.adapters.edm` inside the function. Optional attributes used by the command
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from scoregen.param import Model, check_model
+from scoregen.models.prediction import Model, check_model
 
 
 class ModelSpecError(ValueError):
@@ -60,7 +60,7 @@ def load_model_spec(spec: str) -> Model:
     if not isinstance(model, Model):
         raise ModelSpecError(f"--model: {spec}() returned {type(model).__name__}, not a scoregen "
                              "model (it needs `prediction`, `sde` and model(x, t); see "
-                             "scoregen.param.Model and scoregen.adapters)")
+                             "scoregen.models.prediction.Model and scoregen.adapters)")
     try:
         check_model(model, model.sde)
     except (TypeError, ValueError) as err:

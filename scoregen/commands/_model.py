@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from scoregen.param import Model
+from scoregen.models.prediction import Model
 from scoregen.sde.base import SDE
 
 MODEL_HELP = ("a Python callable that returns a scoregen model, as package.module:function or "
@@ -75,7 +75,7 @@ def load_source(path: str | None, spec: str | None, *, ema: bool = True,
                           dict(cfg.data.options) if cfg else {}, ckpt.path.parent.parent,
                           ckpt.step, cfg.sample if cfg else None)
     if sde is not None:
-        from scoregen.param import retarget
+        from scoregen.models.prediction import retarget
 
         target = sde_lib.get(sde)
         src.model, src.sde = retarget(src.model, target), target

@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(items: list[str]) -> dict[str, dict[str, Any]]:
     from scoregen.commands.sample import sampler_options
     from scoregen.samplers import get
-    from scoregen.sampling import check_options
+    from scoregen.sampling.api import check_options
 
     opts: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -99,8 +99,8 @@ def _options(items: list[str]) -> dict[str, dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from scoregen import distributed
     from scoregen.evaluation import compare
+    from scoregen.infra import distributed
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
     for flag, value in (("--max-multi-nfe", args.max_multi_nfe), ("--show-nfe", args.show_nfe)):
@@ -210,7 +210,7 @@ def _run_guided(args: argparse.Namespace, dtype: Any) -> int:
 
 def _tuned_grids(args: argparse.Namespace):
     """The tuned grids of ``--grids``, else of the ``--checkpoint``'s folder."""
-    from scoregen.tuned_grids import TunedGrids
+    from scoregen.sampling.tuned_grids import TunedGrids
 
     if args.grids:
         return TunedGrids.load(args.grids)

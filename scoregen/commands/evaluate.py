@@ -72,7 +72,6 @@ def default_metrics(data: str, kind: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scoregen.analytic import preset
     from scoregen.data import DATASETS, load_dataset
     from scoregen.evaluation.dequantize import levels_for
     from scoregen.evaluation.evaluate import (
@@ -82,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         run_evaluation,
     )
     from scoregen.evaluation.metrics import METRICS
+    from scoregen.models.analytic import preset
     from scoregen.training import resolve_device
 
     device = resolve_device(args.device)

@@ -42,7 +42,7 @@ def _rows(what: str) -> list[tuple[str, str]]:
 
         return [(n, f"[{DATASETS.meta(n)['kind']}] {describe(n)}") for n in DATASETS.list()]
     if what == "presets":
-        from scoregen.analytic import PRESETS
+        from scoregen.models.analytic import PRESETS
 
         return [(n, _first_line(PRESETS.get(n))) for n in PRESETS.list()]
     from scoregen.training.losses import WEIGHTINGS

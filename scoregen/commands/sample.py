@@ -135,7 +135,7 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
     import inspect
 
     from scoregen.samplers import get
-    from scoregen.sampling import check_options
+    from scoregen.sampling.api import check_options
     from scoregen.training.config import check_option
 
     params = inspect.signature(get(sampler)).parameters
@@ -166,11 +166,11 @@ def save_npz(path: Path, **arrays: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from scoregen import distributed
-    from scoregen.nfe_budget import check_plannable
-    from scoregen.plotting import clip_to_range, save_samples
+    from scoregen.infra import distributed
+    from scoregen.infra.plotting import clip_to_range, save_samples
     from scoregen.samplers import SAMPLERS
-    from scoregen.sampling import sample
+    from scoregen.sampling.api import sample
+    from scoregen.sampling.nfe_budget import check_plannable
     from scoregen.training.config import SampleConfig
 
     ctx = distributed.setup(args.device)
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     scale = 1.0 if args.guidance is None else args.guidance
     what = "" if labels is None else f", guidance {scale:g}"
     if args.inpaint:
-        from scoregen.inpaint import inpaint, region_mask
+        from scoregen.sampling.inpaint import inpaint, region_mask
 
         known = load_known(args.inpaint, event, n).to(device)
         n = len(known)

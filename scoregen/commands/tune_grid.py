@@ -52,8 +52,8 @@ def _problem(args: argparse.Namespace):
     """``(model, sde, event shape, dtype, device, default output folder, description)``."""
     import torch
 
-    from scoregen import analytic
     from scoregen import sde as sde_lib
+    from scoregen.models import analytic
 
     if args.target in analytic.PRESETS.list():
         mixture = analytic.preset(args.target)
@@ -73,8 +73,8 @@ def _problem(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from scoregen.grid_tuning import teacher_trajectories, tune_grid
-    from scoregen.tuned_grids import TunedGrids
+    from scoregen.sampling.grid_tuning import teacher_trajectories, tune_grid
+    from scoregen.sampling.tuned_grids import TunedGrids
 
     model, process, shape, dtype, device, default_out, what = _problem(args)
     store = TunedGrids.load(args.out or default_out, missing_ok=True)

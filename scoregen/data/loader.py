@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from scoregen.data import images as _images
 from scoregen.data import mnist as _mnist
 from scoregen.data.registry import DataError, dataset_options, load_dataset
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 LazyFn = Callable[..., "Dataset | None"]
 LAZY: Registry[LazyFn] = Registry("streamed dataset")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 DatasetFn = Callable[..., Tensor]
 DATASETS: Registry[DatasetFn] = Registry("dataset")

@@ -3,7 +3,7 @@
 Every toy set is drawn from a ``torch.Generator``: the train split uses ``seed``, the test
 split the independent stream ``seed + 1_000_003``. Sets are laid out inside ``[-1, 1]^2``;
 those with Gaussian noise are clipped to it (a fraction below 1e-5 of points moves).
-``mixture`` samples a preset of :mod:`scoregen.analytic` exactly and is *not* clipped, so
+``mixture`` samples a preset of :mod:`scoregen.models.analytic` exactly and is *not* clipped, so
 its samples match the oracle's density (ring8 reaches about 1.4 in norm).
 
 Sets with natural classes give labels (``load_dataset(name, labels=True)``): ``8gaussians``
@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoregen.analytic import PRESETS, ring8
 from scoregen.data.registry import register
+from scoregen.models.analytic import PRESETS, ring8
 
 # fn(n, generator) -> (points (n, 2), labels (n,) or None)
 Sampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]

@@ -54,9 +54,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from scoregen._shape import bcast
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser, Model
+from scoregen.infra.shape import bcast
+from scoregen.models.prediction import Model
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sde.base import SDE
 
 # draws of an example's NoiseSource used here (0 and 1..P belong to the likelihood's
@@ -96,7 +97,7 @@ def variational_bound(
     """The bound on ``-log p_{t_min}(x)`` of the module docstring, in nats.
 
     Args:
-        model: a :class:`scoregen.param.Model` for ``sde``.
+        model: a :class:`scoregen.models.prediction.Model` for ``sde``.
         x: ``(B, *D)`` data (already dequantized for discrete data).
         n_times: ``K`` stratified log-SNR draws per example (each an antithetic pair).
         sigma_data: data std of the control variate (any value keeps the bound unbiased).

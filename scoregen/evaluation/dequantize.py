@@ -85,7 +85,7 @@ class Quantization:
 
 def uniform_from_normal(z: Tensor) -> Tensor:
     """``Phi(z) - 1/2``: standard normal draws mapped to ``U(-1/2, 1/2)`` (per-sample noise
-    of :class:`scoregen.noise.NoiseSource` turned into dequantization noise)."""
+    of :class:`scoregen.sampling.noise.NoiseSource` turned into dequantization noise)."""
     return 0.5 * torch.erf(z / math.sqrt(2.0))
 
 

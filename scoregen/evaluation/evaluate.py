@@ -32,12 +32,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.analytic import GaussianMixture
 from scoregen.evaluation.bound import variational_bound
 from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
 from scoregen.evaluation.likelihood import DIVERGENCES, EXACT_MAX_DIM, log_likelihood
-from scoregen.noise import NoiseSource
-from scoregen.param import Model
+from scoregen.models.analytic import GaussianMixture
+from scoregen.models.prediction import Model
+from scoregen.sampling.noise import NoiseSource
 from scoregen.sde.base import SDE
 
 ESTIMATORS = ("nll", "bound")  # the probability-flow ODE and the variational bound
@@ -210,8 +210,8 @@ def draw_samples(model: Model, sde: SDE, shape: tuple[int, ...], n: int,
                  device: torch.device | str = "cpu", progress: bool = True
                  ) -> tuple[Tensor, int]:
     """``n`` samples in batches (sample ``k`` has seed ``seed + k``) and the NFE per batch."""
-    from scoregen.noise import seeds_for
-    from scoregen.sampling import sample
+    from scoregen.sampling.api import sample
+    from scoregen.sampling.noise import seeds_for
 
     parts, nfe = [], 0
     bar = tqdm(range(0, n, batch_size), desc=f"sample {settings.sampler}", disable=not progress)
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     import scoregen.sde as sdes
-    from scoregen.analytic import preset
+    from scoregen.models.analytic import preset
 
     parser = argparse.ArgumentParser(description="ODE likelihood and bound vs closed form")
     parser.add_argument("--preset", nargs="+", default=["ring8", "mix16"])

@@ -34,7 +34,7 @@ Conventions (also in ``docs/metrics.md``):
   continuous and ``bpd`` is ``None``.
 - **Randomness.** With ``seeds`` (one per example, e.g. ``seed + global index``) the
   dequantization noise (draw 0) and the probes (draws ``1 .. n_probes``) come from the
-  counter-based :class:`scoregen.noise.NoiseSource`, so an example's result does not depend
+  counter-based :class:`scoregen.sampling.noise.NoiseSource`, so an example's result does not depend
   on the batch it is in (or the process that ran it); otherwise one ``torch.Generator``
   seeded with ``seed`` draws them for the batch.
 """
@@ -48,8 +48,9 @@ import torch
 from torch import Tensor
 
 from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
-from scoregen.noise import NoiseSource
-from scoregen.param import Denoiser, Model
+from scoregen.models.prediction import Model
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.noise import NoiseSource
 from scoregen.sde.base import SDE
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -102,7 +103,7 @@ def log_likelihood(
     """``log p_{t_min}(x)`` in nats by the probability-flow ODE (see the module docstring).
 
     Args:
-        model: any :class:`scoregen.param.Model` built for ``sde``.
+        model: any :class:`scoregen.models.prediction.Model` built for ``sde``.
         sde: the process; ``x`` is integrated from ``t_min`` to ``sde.T``.
         x: ``(B, *D)`` data (vectors or images). Computation runs in ``x``'s dtype; use
             float64 for tight tolerances.
@@ -121,7 +122,7 @@ def log_likelihood(
         options: extra ``torchdiffeq.odeint`` options (e.g. ``{"step_size": 0.01}`` for the
             fixed-step ``"rk4"``).
         seeds: ``(B,)`` per-sample seeds: sample ``k``'s probes and dequantization noise
-            come from its own :class:`~scoregen.noise.NoiseSource` stream (so they do not
+            come from its own :class:`~scoregen.sampling.noise.NoiseSource` stream (so they do not
             depend on the batch; :func:`log_likelihood_sharded`) instead of ``seed``.
     """
     from torchdiffeq import odeint
@@ -244,7 +245,7 @@ def log_likelihood_sharded(model: Model, sde: SDE, x: Tensor, *, seed: int = 0,
     One process: the same per-sample seeds, so the result does not depend on the number of
     processes except through the adaptive step control, which sees its own shard.
     """
-    from scoregen import distributed
+    from scoregen.infra import distributed
 
     n = x.shape[0]
     index = distributed.shard(n)
@@ -284,8 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     import time
 
     import scoregen.sde as sdes
-    from scoregen import distributed
-    from scoregen.analytic import preset
+    from scoregen.infra import distributed
+    from scoregen.models.analytic import preset
 
     parser = argparse.ArgumentParser(description="ODE likelihood vs closed form")
     parser.add_argument("--preset", default="ring8")

@@ -1,7 +1,7 @@
 """Sample-quality metrics: distances between sample sets, mixture-aware errors, Fréchet.
 
 Every metric takes ``samples: (N, *D)`` and a target (a reference set ``(M, *D)`` or, for
-the mixture-aware ones, a :class:`scoregen.analytic.GaussianMixture`), flattens data to
+the mixture-aware ones, a :class:`scoregen.models.analytic.GaussianMixture`), flattens data to
 ``(N, D)``, computes in float64 and returns a Python ``float``. Units are those of the data
 (``x`` in ``[-1, 1]`` for every dataset here) unless stated.
 
@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from scoregen.analytic import GaussianMixture
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
+from scoregen.models.analytic import GaussianMixture
 
 Metric = Callable[..., float]
 METRICS: Registry[Metric] = Registry("metric")
@@ -175,7 +175,7 @@ def energy_distance(x: Tensor, y: Tensor, unbiased: bool = True) -> float:
 def _check_mixture(mixture: object) -> GaussianMixture:
     if not isinstance(mixture, GaussianMixture):
         raise TypeError("this metric needs the data density: pass a "
-                        f"scoregen.analytic.GaussianMixture, got {type(mixture).__name__}")
+                        f"scoregen.models.analytic.GaussianMixture, got {type(mixture).__name__}")
     return mixture
 
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     """
     import argparse
 
-    from scoregen.analytic import preset
+    from scoregen.models.analytic import preset
 
     parser = argparse.ArgumentParser(description="noise floors of the sample metrics")
     parser.add_argument("--preset", nargs="+", default=["ring8", "mix16"])

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from scoregen.analytic import GaussianMixture
+from scoregen.models.analytic import GaussianMixture
 from scoregen.sde.base import SDE
 
 
@@ -41,7 +41,7 @@ def flow_to_clean(mixture: GaussianMixture, x_tilde: Tensor, sigma_edm: float,
 
 def pf_ode_endpoint(mixture: GaussianMixture, sde: SDE, x_T: Tensor, tol: float = 1e-11) -> Tensor:
     """The exact probability-flow ODE solution at ``sigma = 0`` of every start in ``x_T``."""
-    from scoregen.sampling import sample
+    from scoregen.sampling.api import sample
 
     ts = torch.tensor([sde.T, sde.t_min], dtype=torch.float64)
     x_min = sample(mixture.model(sde), sde, x_T.to(torch.float64), "ode_dopri5", None, ts=ts,

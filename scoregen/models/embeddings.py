@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 EMBEDDINGS: Registry[type] = Registry("noise embedding")
 

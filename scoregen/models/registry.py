@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 NETWORKS: Registry[type] = Registry("network")
 register = NETWORKS.register

@@ -27,7 +27,7 @@ depends on the log-SNR only). The output is read as:
   ``c_in x_t = x_hat / sqrt(sigma_e^2 + sigma_data^2)``, EDM's own ``c_in``. Samplers see
   ``prediction = "x0"``.
 
-Conversions between prediction types go through :mod:`scoregen.param` only.
+Conversions between prediction types go through :mod:`scoregen.models.prediction` only.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scoregen._shape import batch_times, bcast
-from scoregen.param import Model, retarget
+from scoregen.infra.shape import batch_times, bcast
+from scoregen.models.prediction import Model, retarget
 from scoregen.sde.base import SDE
 
 PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
 
 
 class ScoreModel(nn.Module):
-    """A network wrapped as a :class:`scoregen.param.Model` for ``sde``.
+    """A network wrapped as a :class:`scoregen.models.prediction.Model` for ``sde``.
 
     Args:
         network: ``net(x_in: (B, *D), c_noise: (B,)) -> (B, *D)`` (see
@@ -134,7 +134,8 @@ class ScoreModel(nn.Module):
         return F
 
     def under(self, other_sde: SDE) -> Model:
-        """This model under another SDE (log-SNR matching, :func:`scoregen.param.retarget`)."""
+        """This model under another SDE (log-SNR matching,
+        :func:`scoregen.models.prediction.retarget`)."""
         return retarget(self, other_sde)
 
     def config(self) -> dict[str, Any]:

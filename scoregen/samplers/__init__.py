@@ -11,10 +11,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-from scoregen.samplers.grid import SPACINGS, check_grid, time_grid
 from scoregen.samplers.registry import SAMPLERS, register
 
-_INFRASTRUCTURE = {"grid", "registry"}
+_INFRASTRUCTURE = {"registry"}
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name not in _INFRASTRUCTURE and not _mod.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod.name}")
@@ -35,4 +34,4 @@ def list() -> list[str]:
     return SAMPLERS.list()
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "check_grid", "get", "list", "meta", "register", "time_grid"]
+__all__ = ["SAMPLERS", "get", "list", "meta", "register"]

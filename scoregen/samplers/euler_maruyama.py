@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from scoregen._shape import bcast
+from scoregen.infra.shape import bcast
 from scoregen.samplers.registry import register
 
 VARIABLES = ("snr", "t")

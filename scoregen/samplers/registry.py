@@ -5,7 +5,7 @@ style)::
 
     fn(denoiser, sde, x, ts, *, noise, callback, **opts) -> x  (or (x, info: dict))
 
-- ``denoiser``: :class:`scoregen.param.Denoiser`; ``denoiser(x, t)`` returns the pair
+- ``denoiser``: :class:`scoregen.sampling.denoiser.Denoiser`; ``denoiser(x, t)`` returns the pair
   ``(x0_hat, eps_hat)`` and counts NFE.
 - ``ts``: float64 tensor, strictly decreasing, ``ts[0] <= T``. When ``ts[-1] == 0`` the last
   interval is the final denoising step: the sampler returns ``x0_hat`` at ``ts[-2]`` (the
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 SamplerFn = Callable[..., Any]
 SAMPLERS: Registry[SamplerFn] = Registry("sampler")

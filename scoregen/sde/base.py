@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen._shape import bcast
+from scoregen.infra.shape import bcast
 
 Params = dict[str, Any]
 CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that check their times

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 
 SDES: Registry[type] = Registry("SDE")
 register = SDES.register

@@ -2,12 +2,12 @@
 
 Step ``s`` of a run trains on a global batch of ``B`` examples, ``k = 0 .. B-1``. Example
 ``k`` of step ``s`` owns the 64-bit key ``key(seed, s, k)`` (SplitMix64, as the per-sample
-noise of :mod:`scoregen.noise`), and every random quantity of the example is a pure function
-of that key:
+noise of :mod:`scoregen.sampling.noise`), and every random quantity of the example is a pure
+function of that key:
 
 - ``u``: one uniform number in ``(0, 1)`` that the loss maps to ``t`` (or to ``i`` of the
   discrete DDPM loss): ``u = Phi(z_0)``, with ``z`` draw 0 of the key's normal stream
-  (:class:`scoregen.noise.NoiseSource`, float64, one value more than the data has);
+  (:class:`scoregen.sampling.noise.NoiseSource`, float64, one value more than the data has);
 - ``eps``: the noise of ``x_t = alpha x0 + sigma eps``: the rest of ``z``.
 
 The data index comes from :class:`EpochOrder`: the examples are visited epoch after epoch,
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoregen.noise import NoiseSource, splitmix64
+from scoregen.sampling.noise import NoiseSource, splitmix64
 
 _U_EPS = 2.0**-53
 

@@ -37,6 +37,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from scoregen.infra.version import __version__
+
 WEIGHTS = "weights.safetensors"
 META = "checkpoint.json"
 LATEST = "LATEST"
@@ -101,8 +103,6 @@ def save_checkpoint(
     """Write ``root/step_XXXXXX`` atomically, point ``root/LATEST`` at it, keep the newest
     ``keep`` checkpoints. ``model`` (and ``ema``) must have a ``config()`` method
     (:class:`~scoregen.models.ScoreModel`). Returns the checkpoint folder."""
-    import scoregen
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -127,7 +127,7 @@ def save_checkpoint(
         "has_ema": ema is not None,
         "optimizer": optim_meta,
         "run_config": run_config,
-        "versions": {"scoregen": scoregen.__version__, "torch": torch.__version__},
+        "versions": {"scoregen": __version__, "torch": torch.__version__},
         "files": {WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size,
                             "sha256": _sha256(tmp / WEIGHTS)}},
     }

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoregen.param import Model, to_x0_eps
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
+from scoregen.models.prediction import Model, to_x0_eps
 from scoregen.sde.base import SDE
 
 WeightFn = Callable[[SDE, Tensor, float], Tensor]
@@ -83,7 +83,7 @@ def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | N
               ) -> Tensor:
     """Per-sample ``mean_dims (eps_hat(x_t, t) - eps)^2``, ``x_t = alpha x0 + sigma eps``: ``(B,)``.
 
-    The model's prediction (any type) is converted by :func:`scoregen.param.to_x0_eps`.
+    The model's prediction (any type) is converted by :func:`scoregen.models.prediction.to_x0_eps`.
     """
     sde = model.sde
     x_t = sde.marginal(x0, t, eps)

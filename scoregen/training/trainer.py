@@ -16,13 +16,13 @@ seeded by ``(seed, epoch)``. A checkpoint holds the step and the position in tha
 so a resumed run equals an uninterrupted one bit for bit (given deterministic kernels, e.g.
 on the CPU), at any number of processes.
 
-Several processes (``torchrun``, :mod:`scoregen.distributed`): ``batch_size`` is the global
-batch; rank ``r`` of ``W`` computes the slice ``k in [r B/W, (r+1) B/W)``, split again into
+Several processes (``torchrun``, :mod:`scoregen.infra.distributed`): ``batch_size`` is the
+global batch; rank ``r`` of ``W`` computes the slice ``k in [r B/W, (r+1) B/W)``, split again into
 ``accumulate`` micro-batches (gradients summed locally under DDP's ``no_sync``, averaged
 over ranks once per step). The network is wrapped in DistributedDataParallel for the loss
 only; the EMA reads the unwrapped module. Before each checkpoint the weights are compared
-across ranks (:func:`scoregen.distributed.check_consistency`); rank 0 alone writes files
-(checkpoints, ``log.csv``, sample plots) and shows the progress bar. One process and ``W``
+across ranks (:func:`scoregen.infra.distributed.check_consistency`); rank 0 alone writes
+files (checkpoints, ``log.csv``, sample plots) and shows the progress bar. One process and ``W``
 processes follow the same trajectory up to the order of floating-point sums.
 
 The LR schedule depends on the step only, so it is the same whatever ``steps`` a run is
@@ -34,20 +34,19 @@ written, so the last checkpoint is always a finite one. ``max_seconds`` stops th
 (exclusive lock, fresh/resume/overwrite, resume checks, ``log.csv`` truncated to the start
 step) live in :mod:`scoregen.training.run_folder`. Mixed precision: bf16 autocast on CUDA
 when ``precision`` is ``auto`` (off on the CPU) or ``bf16``. ``device="auto"`` picks CUDA when
-available (the local rank's GPU under ``torchrun``).
+available (the local rank's GPU under ``torchrun``). A run is assembled from a config by
+:mod:`scoregen.training.build`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import inspect
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,31 +55,27 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from scoregen import distributed
+from scoregen.infra import distributed
 from scoregen.models import ScoreModel
-from scoregen.noise import NoiseSource
+from scoregen.sampling.noise import NoiseSource
 from scoregen.training.batches import Batch, EpochOrder, draw_batch, local_slices
 from scoregen.training.checkpoint import (
     CheckpointError,
-    find_checkpoint,
     load_state,
     read_checkpoint,
     restore_optimizer,
     save_checkpoint,
 )
 from scoregen.training.config import TrainConfig
+from scoregen.training.csv_log import CsvLog
+from scoregen.training.device import resolve_precision
 from scoregen.training.run_folder import (
     RunLock,
     check_writer,
-    clean_leftovers,
     compare_model_configs,
     config_changes,
-    has_checkpoints,
-    prepare,
     truncate_log,
 )
-
-LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -102,40 +97,6 @@ class TrainOptions(TrainConfig):
     def from_dict(cls, d: dict[str, Any]) -> TrainOptions:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def resolve_device(device: str) -> torch.device:
-    """The device for ``device`` (``auto``, ``cpu``, ``cuda[:N]``, ``mps``), checked to exist:
-    :func:`scoregen.distributed.resolve_device` (the local rank's GPU under ``torchrun``)."""
-    return distributed.resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_threads(threads: int = 0) -> tuple[int, str]:
-    """CPU threads for torch and where the number came from: ``threads`` when > 0, else
-    ``OMP_NUM_THREADS`` when set, else the cores this process may run on."""
-    if threads > 0:
-        return threads, "train.threads"
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env is not None and env.strip():
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"OMP_NUM_THREADS={env!r} is not a positive integer; unset it "
-                             "or set train.threads")
-        return n, "OMP_NUM_THREADS"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(int(cores or 1), 1), "cores"
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or ``None`` for full fp32."""
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 @dataclass
@@ -406,7 +367,7 @@ class Trainer:
         """Train until ``options.steps``; checkpoint, log and plot along the way."""
         opt = self.opt
         self._begin()
-        log = _CsvLog(self.out_dir / "log.csv" if self.writes else None)
+        log = CsvLog(self.out_dir / "log.csv" if self.writes else None)
         bar = tqdm(total=opt.steps, initial=self.step, desc="train",
                    disable=not (opt.progress and self.ctx.is_main), dynamic_ncols=True)
         start = t_log = time.perf_counter()
@@ -493,131 +454,11 @@ def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
-class _CsvLog:
-    """Appends rows of :data:`LOG_FIELDS` to ``log.csv`` (header written once)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.fh = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            new = not path.exists()
-            self.fh = open(path, "a", newline="")  # noqa: SIM115 (closed in close())
-            self.writer = csv.writer(self.fh)
-            if new:
-                self.writer.writerow(LOG_FIELDS)
-
-    def write(self, step: int, loss: float, lr: float, rate: float, seconds: float) -> None:
-        if self.fh is not None:
-            self.writer.writerow([step, f"{loss:.6g}", f"{lr:.6g}", f"{rate:.1f}",
-                                  f"{seconds:.3f}"])
-            self.fh.flush()
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
-# -- building a run from a config ---------------------------------------------------------------
-def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
-                   device: torch.device | str = "cpu") -> Callable[[ScoreModel, int], Path]:
-    """``fn(model, step)`` that samples with ``cfg.sample`` and writes
-    ``out_dir/samples/step_XXXXXX.png``."""
-    from scoregen.plotting import save_samples
-    from scoregen.sampling import sample
-
-    def fn(model: ScoreModel, step: int) -> Path:
-        shape = (cfg.sample.n, *model.network.spec["shape"])
-        classes = model.num_classes
-        cond = None if classes is None else torch.arange(cfg.sample.n) % classes
-        res = sample(model, model.sde, shape, cfg.sample.sampler, cfg.sample.steps,
-                     spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
-                     cond=cond, **cfg.sample.options)
-        title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
-        return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
-                            reference=reference)
-
-    return fn
-
-
-def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
-                  resume: bool = False, *, overwrite: bool = False,
-                  break_lock: bool = False) -> Trainer:
-    """A :class:`Trainer` for a validated :class:`scoregen.training.config.Config`.
-
-    Takes the run folder's lock (held until the end of :meth:`Trainer.fit`; ``break_lock``
-    takes over a stale one), applies the run-folder rule (fresh: the folder must not hold a
-    run; ``resume``: continue from its latest checkpoint if there is one; ``overwrite``:
-    delete the run's files first), removes temporary leftovers of killed writers, seeds the
-    model init with ``train.seed`` and writes ``out_dir/config.yaml``. See
-    :mod:`scoregen.training.run_folder`.
-    """
-    from scoregen.data import load_dataset
-    from scoregen.data.loader import item_shape, open_dataset
-    from scoregen.models import build_network
-    from scoregen.sde import get as get_sde
-    from scoregen.training.config import save_config
-    from scoregen.training.losses import loss_for
-
-    out = Path(out_dir if out_dir is not None else cfg.train.out)
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: continue the run, or "
-                         "replace it")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"run folder {out} is a file; choose another --out folder")
-    ctx = distributed.setup(cfg.train.device)
-    device = ctx.device
-    torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
-    # rank 0 owns the run folder: lock, leftovers, the fresh/resume/overwrite rule
-    lock = RunLock(out).acquire(break_stale=break_lock) if ctx.is_main else None
-    try:
-        if ctx.is_main:
-            clean_leftovers(out)
-            prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
-        distributed.barrier()
-        conditional = bool(cfg.model.options.get("num_classes"))
-        read = open_dataset if cfg.data.stream and not conditional else load_dataset
-        extra = {"labels": True} if conditional else {}
-        data = read(cfg.data.name, "train", **extra, **cfg.data.options)
-        data, labels = data if conditional else (data, None)
-        sde = get_sde(cfg.sde.name, **cfg.sde.options)
-        torch.manual_seed(cfg.train.seed)
-        shape = item_shape(data)
-        try:
-            net = build_network(cfg.model.network, shape, **cfg.model.options)
-        except (RuntimeError, TypeError, ValueError) as err:
-            raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
-                             f"shape {shape} with options {cfg.model.options}: {err}") from None
-        model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
-        loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
-                        cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
-        options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
-                                          "workers": cfg.data.workers})
-        reference = (data[:2000] if isinstance(data, Tensor) else
-                     torch.stack([data[i] for i in range(min(2000, len(data)))])
-                     ) if shape == (2,) else None
-        trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
-                          make_sample_fn(cfg, out, reference, device), labels=labels)
-        trainer.lock = lock
-        if resume and has_checkpoints(out):
-            trainer.resume(find_checkpoint(out))
-        if trainer.writes:
-            save_config(cfg, out / "config.yaml")
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    return trainer
-
 
 __all__ = [
-    "LOG_FIELDS",
     "TrainOptions",
     "TrainResult",
     "Trainer",
     "TrainingDivergedError",
-    "build_trainer",
-    "make_sample_fn",
-    "resolve_device",
-    "resolve_precision",
-    "resolve_threads",
+    "check_train_labels",
 ]

@@ -4,7 +4,8 @@ Each peer sampler is registered here by name (``diffusers/ddim``, ``k-diffusion/
 ...) with its library, declared NFE per step and whether it is stochastic, and runs through
 the same ``draw(model, sde, x_T, setting, seed) -> (x, counted NFE)`` signature as
 scoregen's own samplers (:class:`scoregen.evaluation.compare.Method`): same start ``x_T``,
-same model (the exact oracle or a trained network), NFE counted by :class:`scoregen.param.Denoiser`.
+same model (the exact oracle or a trained network), NFE counted by
+:class:`scoregen.sampling.denoiser.Denoiser`.
 
 The libraries are optional (``pip install diffusers torchsde`` and ``pip install --no-deps
 k-diffusion``). Nothing is imported until a peer runs; :func:`peer_methods` returns the

@@ -33,7 +33,7 @@ from scoregen.evaluation.peers.registry import (
     PeerUnavailableError,
     register_peer,
 )
-from scoregen.param import Denoiser
+from scoregen.sampling.denoiser import Denoiser
 from scoregen.sde.base import SDE
 
 LIBRARY = "diffusers"

@@ -29,14 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen._shape import bcast
 from scoregen.evaluation.peers.registry import (
     LOADERS,
     PeerSampler,
     PeerUnavailableError,
     register_peer,
 )
-from scoregen.param import Denoiser
+from scoregen.infra.shape import bcast
+from scoregen.sampling.denoiser import Denoiser
 from scoregen.sde.base import SDE
 
 LIBRARY = "k-diffusion"

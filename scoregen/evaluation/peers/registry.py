@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scoregen.evaluation.compare import DrawFn, Method
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
 from scoregen.sde.base import SDE
 
 

@@ -1,6 +1,6 @@
 """Time grids fitted to one model: stored, found again, and handed to ``scoregen.sample``.
 
-:mod:`scoregen.grid_tuning` fits a grid for a model, a sampler (with its options), an SDE
+:mod:`scoregen.sampling.grid_tuning` fits a grid for a model, a sampler (with its options), an SDE
 and an NFE budget; this module only keeps them. A :class:`TunedGrids` is a list of
 :class:`TunedGrid` entries saved as JSON (``tuned_grids.json``) next to the checkpoint it was
 fitted for (the checkpoint folder), or in a folder of the user's choice for the exact

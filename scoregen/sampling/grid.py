@@ -18,8 +18,8 @@ Spacings (``u`` runs uniformly from 0 to 1 along the grid):
   (Karras et al. 2022, eq. 5).
 - ``auto``:      the SDE's ``default_spacing`` (``logsnr`` for every SDE shipped: the best
   of edm/logsnr/uniform at 5-50 NFE in ``experiments/fast_samplers_sweep.py``).
-- ``tuned``:     a grid fitted to one model and sampler by :mod:`scoregen.grid_tuning` and
-  stored with the model (:mod:`scoregen.tuned_grids`); it is not a formula of the SDE, so
+- ``tuned``:     a grid fitted to one model and sampler by :mod:`scoregen.sampling.grid_tuning` and
+  stored with the model (:mod:`scoregen.sampling.tuned_grids`); it is not a formula of the SDE, so
   ``scoregen.sample(..., spacing="tuned", grids=...)`` looks it up instead of this function.
 """
 
@@ -31,7 +31,7 @@ from torch import Tensor
 from scoregen.sde.base import SDE
 
 SPACINGS = ("auto", "uniform", "quadratic", "logsnr", "edm")
-TUNED = "tuned"  # a model's fitted grid (scoregen.tuned_grids), not a formula of the SDE
+TUNED = "tuned"  # a model's fitted grid (scoregen.sampling.tuned_grids), not a formula of the SDE
 
 
 def time_grid(

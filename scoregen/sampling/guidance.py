@@ -32,9 +32,9 @@ is one network call on ``2B`` rows, so it costs about twice an unguided evaluati
 :attr:`Guided.rows` counts rows evaluated per sample (``2`` per CFG call), and
 :func:`scoregen.sample` reports it as ``info["network_rows_per_sample"]``.
 
-:class:`Guided` follows :class:`scoregen.param.Model` (it is an unconditional model to
+:class:`Guided` follows :class:`scoregen.models.prediction.Model` (it is an unconditional model to
 everything downstream, peers included) and also gives the pair directly
-(:meth:`Guided.predict_pair`), which :class:`~scoregen.param.Denoiser` uses to avoid a
+(:meth:`Guided.predict_pair`), which :class:`~scoregen.sampling.denoiser.Denoiser` uses to avoid a
 round trip through the prediction type.
 """
 
@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoregen._shape import batch_times, bcast
-from scoregen.param import Model, Prediction, check_model, from_x0_eps, to_x0_eps
+from scoregen.infra.shape import batch_times, bcast
+from scoregen.models.prediction import Model, Prediction, check_model, from_x0_eps, to_x0_eps
 from scoregen.sde.base import SDE
 
 Classifier = Callable[[Tensor, Tensor], Tensor]  # (x (B, *D), t (B,)) -> logits (B, C)

@@ -15,7 +15,7 @@ rotation per component, at any ``t``. With responsibilities ``r_k(x) = p(k | x_t
 
 The posterior mean is computed directly (not from the score), so it stays exact where
 ``alpha`` is tiny. :meth:`GaussianMixture.model` gives an object with the sampler model
-interface (:class:`scoregen.param.Model`), so every sampler can run on an exact score.
+interface (:class:`scoregen.models.prediction.Model`), so every sampler can run on an exact score.
 
 Classes. Each component carries a class label ``c(k)`` (by default its own index). The
 class-conditional law is the mixture restricted to the class's components, so under the
@@ -24,7 +24,7 @@ and posterior mean are the formulas above with the responsibilities renormalised
 ``{k : c(k) = y}``. The exact noisy classifier is the summed responsibilities,
 ``p_t(y | x) = sum_{c(k)=y} r_k(x)``, so ``grad log p_t(y | x) = score(x | y) - score(x)``
 holds exactly: classifier-free and classifier guidance at scale 1 both give exact
-conditional sampling (:mod:`scoregen.guidance`).
+conditional sampling (:mod:`scoregen.sampling.guidance`).
 
 Known coordinates. Given the coordinates ``x_K = v`` of a data sample, the rest is again a
 mixture (:meth:`GaussianMixture.condition`): component ``k`` becomes
@@ -40,9 +40,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoregen._shape import bcast
-from scoregen.param import Prediction, check_prediction, from_x0_eps
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
+from scoregen.infra.shape import bcast
+from scoregen.models.prediction import Prediction, check_prediction, from_x0_eps
 from scoregen.sde.base import SDE
 
 

@@ -1,10 +1,10 @@
 """The one public entry point for sampling: ``scoregen.sample(model, sde, shape_or_xT, ...)``.
 
 It builds (or checks) the time grid (for ``nfe=N`` the step count whose counted NFE is the
-largest ``<= N``, :mod:`scoregen.nfe_budget`; for ``spacing="tuned"`` the model's fitted grid,
-:mod:`scoregen.tuned_grids`), wraps the model in the NFE-counting
-:class:`~scoregen.param.Denoiser`, makes the per-sample noise source, draws ``x_T`` from the
-prior, runs the registered sampler under ``torch.no_grad`` with an optional progress bar,
+largest ``<= N``, :mod:`scoregen.sampling.nfe_budget`; for ``spacing="tuned"`` the model's
+fitted grid, :mod:`scoregen.sampling.tuned_grids`), wraps the model in the NFE-counting
+:class:`~scoregen.sampling.denoiser.Denoiser`, makes the per-sample noise source, draws ``x_T``
+from the prior, runs the registered sampler under ``torch.no_grad`` with an optional progress bar,
 and times the run. Samplers themselves stay pure functions (see
 :mod:`scoregen.samplers.registry`).
 """
@@ -21,14 +21,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.guidance import Classifier, Guidance, Guided, guide
-from scoregen.nfe_budget import check_plannable, count_nfe, plan_steps
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser, Model
+from scoregen.models.prediction import Model
 from scoregen.samplers import SAMPLERS
-from scoregen.samplers.grid import TUNED, check_grid, time_grid
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import TUNED, check_grid, time_grid
+from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
+from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
+from scoregen.sampling.noise import NoiseSource, seeds_for
+from scoregen.sampling.tuned_grids import TunedGrids, as_grids
 from scoregen.sde.base import SDE
-from scoregen.tuned_grids import TunedGrids, as_grids
 
 
 class SamplerOptionError(TypeError, ValueError):
@@ -92,21 +93,22 @@ def sample(
     """Draw samples with the sampler registered as ``sampler``.
 
     Args:
-        model: follows :class:`scoregen.param.Model` and targets ``sde`` (re-target a model
-            trained for another SDE with :func:`scoregen.param.retarget`).
+        model: follows :class:`scoregen.models.prediction.Model` and targets ``sde``
+            (re-target a model trained for another SDE with
+            :func:`scoregen.models.prediction.retarget`).
         sde: the process to reverse.
         shape_or_xT: ``(B, *D)`` to draw ``x_T`` from the prior, or ``x_T`` itself.
         sampler: a name from ``scoregen.samplers.list()``.
-        steps: grid size for :func:`~scoregen.samplers.grid.time_grid` (ignored if ``ts``
+        steps: grid size for :func:`~scoregen.sampling.grid.time_grid` (ignored if ``ts``
             or ``nfe`` is given).
         ts: an explicit descending grid instead of ``steps``/``spacing``/``denoise``.
         nfe: an NFE budget instead of ``steps``: the step count whose counted NFE is the
-            largest ``<= nfe`` (:func:`scoregen.nfe_budget.plan_steps`); self-stepping
+            largest ``<= nfe`` (:func:`scoregen.sampling.nfe_budget.plan_steps`); self-stepping
             samplers refuse it (set their tolerance instead).
-        spacing: a :func:`~scoregen.samplers.grid.time_grid` spacing, or ``"tuned"``: the
+        spacing: a :func:`~scoregen.sampling.grid.time_grid` spacing, or ``"tuned"``: the
             grid fitted for this sampler, its options, ``sde`` and the budget (``nfe`` or
             ``steps``) in ``grids``.
-        grids: the tuned grids of the model (:class:`~scoregen.tuned_grids.TunedGrids`, or
+        grids: the tuned grids of the model (:class:`~scoregen.sampling.tuned_grids.TunedGrids`, or
             the folder / ``.json`` file written by ``scoregen tune-grid``).
         seed, seeds, generator: sample ``k`` uses seed ``seeds[k]``; by default
             ``seed + k``, where ``seed`` is drawn from ``generator`` when one is given. The
@@ -117,12 +119,12 @@ def sample(
             (sweeps that score a failed run as NaN pass ``False``).
         cond: class labels ``(B,)`` (or one int for all) of a class-conditional model.
         guidance: the guidance scale ``w`` (0 unconditional, 1 conditional, the default with
-            ``cond``; > 1 guided) or a :class:`scoregen.guidance.Guidance`; classifier-free
+            ``cond``; > 1 guided) or a :class:`scoregen.sampling.guidance.Guidance`; classifier-free
             unless ``classifier`` (``(x, t) -> logits``) is given.
         guidance_interval: ``(t_lo, t_hi)``: guide only there (``w = 1`` elsewhere).
         threshold: quantile of dynamic thresholding of ``x0_hat`` (e.g. 0.995; off by default).
-            See :mod:`scoregen.guidance` for the formulas and the NFE convention (one NFE per
-            guided call; ``info["network_rows_per_sample"]`` counts the doubled CFG batch).
+            See :mod:`scoregen.sampling.guidance` for the formulas and the NFE convention (one
+            NFE per guided call; ``info["network_rows_per_sample"]`` counts the doubled CFG batch).
         **opts: the sampler's own options (e.g. ``eta`` for DDIM); unknown names raise a
             ``ValueError`` listing the known ones.
 

@@ -23,7 +23,7 @@ on its sub-grid, so multistep solvers restart their history per segment. NFE gro
 
 Replacement is biased: the unknown coordinates only feel the known ones through the noisy
 ``x_t[K]``, never through ``y`` itself, so it does not sample ``p(x_U | x_K = y)`` exactly.
-:meth:`scoregen.analytic.GaussianMixture.condition` gives that law in closed form for a
+:meth:`scoregen.models.analytic.GaussianMixture.condition` gives that law in closed form for a
 mixture; ``experiments/inpaint_bias.py`` measures each method against it.
 """
 
@@ -36,14 +36,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen._shape import batch_times, bcast
-from scoregen.guidance import guide
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser, Model, Prediction, check_model, from_x0_eps, to_x0_eps
-from scoregen.registry import Registry
+from scoregen.infra.registry import Registry
+from scoregen.infra.shape import batch_times, bcast
+from scoregen.models.prediction import Model, Prediction, check_model, from_x0_eps, to_x0_eps
 from scoregen.samplers import SAMPLERS
-from scoregen.samplers.grid import check_grid, time_grid
-from scoregen.sampling import SampleResult, sample
+from scoregen.sampling.api import SampleResult, sample
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import check_grid, time_grid
+from scoregen.sampling.guidance import guide
+from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sde.base import SDE
 
 _SALT = 0x5EED_1A7A  # the known-coordinate noise stream differs from the sampler's

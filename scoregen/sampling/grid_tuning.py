@@ -34,7 +34,7 @@ SDE, from teacher trajectories of that model, in two stages:
    another).
 
 The ``held_out`` trajectories are never used for fitting: the returned
-:class:`~scoregen.tuned_grids.TunedGrid` records the objective of the default, GITS and
+:class:`~scoregen.sampling.tuned_grids.TunedGrid` records the objective of the default, GITS and
 tuned grids on both sets. Its NFE is counted on the tuned grid. Why not GITS alone: its
 cost is a one-step (DDIM) error, so the grid it finds is tuned for DDIM, not for a multistep
 sampler whose error does not add up step by step; why not AYS's KL bound: the endpoint error
@@ -52,14 +52,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.nfe_budget import check_plannable, count_nfe, plan_steps
-from scoregen.noise import NoiseSource, seeds_for
-from scoregen.param import Denoiser, Model
+from scoregen.models.prediction import Model
 from scoregen.samplers import SAMPLERS
-from scoregen.samplers.grid import time_grid
-from scoregen.sampling import sample
+from scoregen.sampling.api import sample
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import time_grid
+from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
+from scoregen.sampling.noise import NoiseSource, seeds_for
+from scoregen.sampling.tuned_grids import TunedGrid
 from scoregen.sde.base import SDE
-from scoregen.tuned_grids import TunedGrid
 
 TEACHER = ("unipc", {"order": 3})
 FRACTIONS_MIN = 1 / 64

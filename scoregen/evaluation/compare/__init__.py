@@ -1,0 +1,100 @@
+"""Sampler quality versus NFE on one problem: every sampler, the same start, the same metrics.
+
+A :class:`Problem` is a model, its SDE, the event shape and reference samples (plus the
+mixture itself when the model is the exact oracle of :mod:`scoregen.models.analytic`). A
+:class:`Method` is anything that turns ``x_T`` into samples: a registered scoregen sampler
+(:func:`scoregen_methods`) or a peer library's sampler (:mod:`scoregen.evaluation.peers`).
+Every method starts from the same ``x_T`` (draw 0 of the per-sample
+:class:`~scoregen.sampling.noise.NoiseSource`, exactly what :func:`scoregen.sample` draws) and its
+NFE is *counted* by :class:`~scoregen.sampling.denoiser.Denoiser`, never estimated.
+
+NFE budgets become step counts honestly (:func:`plan_steps`): start at ``budget //
+nfe_per_step``, count the NFE of that grid on a one-sample batch, and move the step count
+until the counted NFE is the largest one ``<= budget``. Samplers that choose their own steps
+(``nfe_per_step=None``) run at a list of tolerances and are placed at their counted NFE.
+
+Metrics (:mod:`scoregen.evaluation.metrics`): sliced Wasserstein distance to the reference samples
+(``swd``), and on mixtures the NLL gap and the total-variation error of the mode weights
+(``mode_tv``). The *noise floor* is the same metric between two independent exact sample
+sets of the same size: differences below it are not resolved by the sample size.
+
+:func:`run_comparison` returns a :class:`Comparison`; :func:`write_outputs` writes
+``results.md`` (tables, best scoregen sampler in **bold** and best peer in _italics_ per
+budget), ``results.csv``, ``results.json``, ``quality_vs_nfe.png`` and ``samples_nfe<B>.png``.
+
+The comparison is split by job: :mod:`~scoregen.evaluation.compare.problems`,
+:mod:`~scoregen.evaluation.compare.methods`, :mod:`~scoregen.evaluation.compare.sweep` and
+:mod:`~scoregen.evaluation.compare.report`; their public names are re-exported here.
+"""
+
+from __future__ import annotations
+
+from scoregen.evaluation.compare.methods import (
+    DEFAULT_TOLERANCES,
+    DrawFn,
+    Method,
+    Setting,
+    plan_steps,
+    scoregen_methods,
+    tolerance_options,
+)
+from scoregen.evaluation.compare.problems import (
+    GUIDED_METRICS,
+    MIXTURE_METRICS,
+    Problem,
+    adaptive_grid,
+    checkpoint_problem,
+    guided_problem,
+    initial_noise,
+    model_problem,
+    oracle_problem,
+)
+from scoregen.evaluation.compare.report import (
+    HIGHER_IS_BETTER,
+    guidance_summary,
+    markdown,
+    plot_quality,
+    plot_samples,
+    write_csv,
+    write_outputs,
+)
+from scoregen.evaluation.compare.sweep import (
+    DEFAULT_BUDGETS,
+    Comparison,
+    Record,
+    draw_sharded,
+    evaluate,
+    run_comparison,
+)
+
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "DEFAULT_TOLERANCES",
+    "GUIDED_METRICS",
+    "HIGHER_IS_BETTER",
+    "MIXTURE_METRICS",
+    "Comparison",
+    "DrawFn",
+    "Method",
+    "Problem",
+    "Record",
+    "Setting",
+    "adaptive_grid",
+    "checkpoint_problem",
+    "draw_sharded",
+    "evaluate",
+    "guidance_summary",
+    "guided_problem",
+    "initial_noise",
+    "markdown",
+    "model_problem",
+    "oracle_problem",
+    "plan_steps",
+    "plot_quality",
+    "plot_samples",
+    "run_comparison",
+    "scoregen_methods",
+    "tolerance_options",
+    "write_csv",
+    "write_outputs",
+]

@@ -1,0 +1,161 @@
+"""The sweep: every method at every budget from the same ``x_T``, scored by the same metrics.
+
+:func:`run_comparison` plans each method's step counts for the NFE budgets (tolerances for
+self-stepping solvers), draws (sharded under ``torchrun``), scores the samples
+(:func:`evaluate`) and returns a :class:`Comparison` of :class:`Record` rows.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from scoregen.evaluation.compare.methods import Method, Setting, plan_steps
+from scoregen.evaluation.compare.problems import Problem, initial_noise
+from scoregen.infra import distributed
+
+DEFAULT_BUDGETS = (5, 10, 20, 50, 100, 1000)
+
+
+@dataclass
+class Record:
+    """One run: ``budget`` is the NFE budget asked for (``None`` for tolerance runs)."""
+
+    method: str
+    family: str
+    budget: int | None
+    steps: int | None
+    tolerance: float | None
+    nfe: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class Comparison:
+    problem: dict[str, Any]
+    settings: dict[str, Any]
+    floor: dict[str, float]
+    records: list[Record] = field(default_factory=list)
+    samples: dict[str, Tensor] = field(default_factory=dict)  # method -> samples at show_nfe
+    skipped: list[str] = field(default_factory=list)
+
+
+def evaluate(x: Tensor, problem: Problem, seed: int = 0) -> dict[str, float]:
+    """``swd`` against the reference; ``nll_gap`` and ``mode_tv`` on mixtures; ``fd_digits``
+    (Fréchet distance on the digits classifier's features) on 8x8 digit images."""
+    from scoregen.evaluation import digits_classifier, metrics
+    x = x.detach().to(torch.float64).cpu()
+    if not torch.isfinite(x).all():
+        return {m: math.nan for m in problem.metric_names()}
+    out = {"swd": metrics.sliced_wasserstein(x.flatten(1), problem.reference.to(x).flatten(1),
+                                             n_projections=256, seed=seed)}
+    if problem.labels is not None:
+        ref = problem.endpoint_reference.to(x)
+        out["endpoint"] = (x - ref).flatten(1).pow(2).sum(1).sqrt().mean()
+        pred = problem.mixture.class_log_probs(x).argmax(1)
+        out["class_acc"] = (pred == problem.labels[: len(x)]).to(torch.float64).mean()
+        return {k: float(v) for k, v in out.items()}
+    if problem.mixture is not None:
+        out["nll_gap"] = metrics.nll_gap(x, problem.mixture, entropy=problem.entropy())
+        out["mode_tv"] = metrics.mode_weight_error(x, problem.mixture)
+    if "fd_digits" in problem.metric_names():
+        out["fd_digits"] = digits_classifier.frechet_digits(x, problem.reference.to(x))
+    return {k: float(v) for k, v in out.items()}
+
+
+@torch.no_grad()  # peers' loops call the model as is: without this each step keeps its graph
+def run_comparison(
+    problem: Problem,
+    methods: Sequence[Method],
+    budgets: Sequence[int] = DEFAULT_BUDGETS,
+    tolerances: Sequence[float] | None = None,
+    *,
+    n: int | None = None,
+    seed: int = 0,
+    max_multi_nfe: int | None = 100,
+    show_nfe: int | None = None,
+    progress: bool = True,
+) -> Comparison:
+    """Run every method at every budget (tolerance for self-stepping ones) and score it.
+
+    ``max_multi_nfe``: methods with more than one NFE per step skip budgets above it
+    (``None``: no limit). ``show_nfe``: the budget whose samples are kept for the plot
+    (default: the budget nearest 20).
+    """
+    n = n or len(problem.reference)
+    budgets = sorted(set(int(b) for b in budgets))
+    if not budgets or budgets[0] < 1:
+        raise ValueError(f"NFE budgets must be positive integers, got {budgets}")
+    show = show_nfe or min(budgets, key=lambda b: abs(math.log(b / 20)))
+    x_T = initial_noise(problem, n, seed)
+    jobs: list[tuple[Method, int | None, Setting]] = []
+    skipped: list[str] = []
+    for m in methods:
+        if m.adaptive:
+            jobs += [(m, None, Setting(tolerance=float(tol)))
+                     for tol in (m.tolerances if tolerances is None else tolerances)]
+            continue
+        for b in budgets:
+            if max_multi_nfe and m.nfe_per_step > 1 and b > max_multi_nfe:
+                continue
+            steps = plan_steps(m, problem, b, seed)
+            if steps is None:
+                skipped.append(f"{m.name} at {b} NFE (no step count fits the budget)")
+            else:
+                jobs.append((m, b, Setting(steps=steps)))
+    listed = {m.name: list(m.tolerances if tolerances is None else tolerances)
+              for m in methods if m.adaptive}
+    comp = Comparison(_describe(problem, n), {"budgets": budgets, "tolerances": listed,
+                      "seed": seed, "n": n, "show_nfe": show}, {}, skipped=skipped)
+    main = distributed.context().is_main  # under torchrun: rank 0 gathers and scores
+    if problem.floor_reference is not None and main:
+        comp.floor = evaluate(problem.floor_reference[:n], problem, seed)
+    bar = tqdm(jobs, desc="compare", disable=not (progress and main))
+    for m, budget, setting in bar:
+        bar.set_postfix_str(f"{m.name} {setting.label()}")
+        start = time.perf_counter()
+        x, nfe = draw_sharded(m, problem, x_T, setting, seed)
+        seconds = time.perf_counter() - start
+        comp.records.append(Record(m.name, m.family, budget, setting.steps, setting.tolerance,
+                                   int(nfe), seconds, evaluate(x, problem, seed) if main else {}))
+        middle = m.adaptive and setting.tolerance == listed[m.name][len(listed[m.name]) // 2]
+        if (budget == show or middle) and main:
+            comp.samples[m.name] = x.detach().float().cpu()
+    return comp
+
+
+def draw_sharded(m: Method, problem: Problem, x_T: Tensor, setting: Setting, seed: int
+                 ) -> tuple[Tensor | None, int]:
+    """``m.draw`` on ``x_T``; under ``torchrun`` each rank draws the samples ``k`` with ``k mod
+    world == rank`` (with their own seeds ``seed + k`` where the method takes per-sample
+    seeds; a peer's generator is seeded ``seed + rank``) and rank 0 gets them all in index
+    order (other ranks: ``None``). The NFE is the largest of the ranks' counts (they differ
+    only for self-stepping solvers, whose step control sees their own shard)."""
+    ctx = distributed.context()
+    if not ctx.distributed:
+        return m.draw(problem.model, problem.sde, x_T.clone(), setting, seed)
+    index = distributed.shard(len(x_T))
+    x_local = x_T[index.to(x_T.device)].clone()
+    if m.per_sample_seeds:
+        x, nfe = m.draw(problem.model, problem.sde, x_local, setting, seed, seeds=seed + index)
+    else:
+        x, nfe = m.draw(problem.model, problem.sde, x_local, setting, seed + ctx.rank)
+    nfe = int(distributed.all_reduce(torch.tensor(int(nfe)), "max"))
+    return distributed.gather_ordered(x.contiguous(), len(x_T)), nfe
+
+
+def _describe(problem: Problem, n: int) -> dict[str, Any]:
+    return {"name": problem.name, "sde": problem.sde.config(), "shape": list(problem.shape),
+            "n": n, "dtype": str(problem.dtype).replace("torch.", ""),
+            "metrics": list(problem.metric_names()),
+            "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} threads"}

@@ -1,0 +1,118 @@
+"""A run from a validated config: data, SDE, model, loss, trainer and the run folder.
+
+:func:`build_trainer` assembles a :class:`~scoregen.training.trainer.Trainer` from a
+:class:`~scoregen.training.config.Config` and applies the run folder's rules
+(:mod:`scoregen.training.run_folder`); :func:`make_sample_fn` gives the trainer its sample
+previews (``samples/step_XXXXXX.png``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoregen.infra import distributed
+from scoregen.models import ScoreModel
+from scoregen.training.checkpoint import find_checkpoint
+from scoregen.training.device import resolve_threads
+from scoregen.training.run_folder import RunLock, clean_leftovers, has_checkpoints, prepare
+from scoregen.training.trainer import Trainer, TrainOptions
+
+
+def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
+                   device: torch.device | str = "cpu") -> Callable[[ScoreModel, int], Path]:
+    """``fn(model, step)`` that samples with ``cfg.sample`` and writes
+    ``out_dir/samples/step_XXXXXX.png``."""
+    from scoregen.infra.plotting import save_samples
+    from scoregen.sampling.api import sample
+
+    def fn(model: ScoreModel, step: int) -> Path:
+        shape = (cfg.sample.n, *model.network.spec["shape"])
+        classes = model.num_classes
+        cond = None if classes is None else torch.arange(cfg.sample.n) % classes
+        res = sample(model, model.sde, shape, cfg.sample.sampler, cfg.sample.steps,
+                     spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
+                     cond=cond, **cfg.sample.options)
+        title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
+        return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
+                            reference=reference)
+
+    return fn
+
+
+def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
+                  resume: bool = False, *, overwrite: bool = False,
+                  break_lock: bool = False) -> Trainer:
+    """A :class:`Trainer` for a validated :class:`scoregen.training.config.Config`.
+
+    Takes the run folder's lock (held until the end of :meth:`Trainer.fit`; ``break_lock``
+    takes over a stale one), applies the run-folder rule (fresh: the folder must not hold a
+    run; ``resume``: continue from its latest checkpoint if there is one; ``overwrite``:
+    delete the run's files first), removes temporary leftovers of killed writers, seeds the
+    model init with ``train.seed`` and writes ``out_dir/config.yaml``. See
+    :mod:`scoregen.training.run_folder`.
+    """
+    from scoregen.data import load_dataset
+    from scoregen.data.loader import item_shape, open_dataset
+    from scoregen.models import build_network
+    from scoregen.sde import get as get_sde
+    from scoregen.training.config import save_config
+    from scoregen.training.losses import loss_for
+
+    out = Path(out_dir if out_dir is not None else cfg.train.out)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run, or "
+                         "replace it")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"run folder {out} is a file; choose another --out folder")
+    ctx = distributed.setup(cfg.train.device)
+    device = ctx.device
+    torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
+    # rank 0 owns the run folder: lock, leftovers, the fresh/resume/overwrite rule
+    lock = RunLock(out).acquire(break_stale=break_lock) if ctx.is_main else None
+    try:
+        if ctx.is_main:
+            clean_leftovers(out)
+            prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+        distributed.barrier()
+        conditional = bool(cfg.model.options.get("num_classes"))
+        read = open_dataset if cfg.data.stream and not conditional else load_dataset
+        extra = {"labels": True} if conditional else {}
+        data = read(cfg.data.name, "train", **extra, **cfg.data.options)
+        data, labels = data if conditional else (data, None)
+        sde = get_sde(cfg.sde.name, **cfg.sde.options)
+        torch.manual_seed(cfg.train.seed)
+        shape = item_shape(data)
+        try:
+            net = build_network(cfg.model.network, shape, **cfg.model.options)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
+                             f"shape {shape} with options {cfg.model.options}: {err}") from None
+        model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
+        loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
+                        cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
+        options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
+                                          "workers": cfg.data.workers})
+        reference = (data[:2000] if isinstance(data, Tensor) else
+                     torch.stack([data[i] for i in range(min(2000, len(data)))])
+                     ) if shape == (2,) else None
+        trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
+                          make_sample_fn(cfg, out, reference, device), labels=labels)
+        trainer.lock = lock
+        if resume and has_checkpoints(out):
+            trainer.resume(find_checkpoint(out))
+        if trainer.writes:
+            save_config(cfg, out / "config.yaml")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return trainer
+
+
+__all__ = ["build_trainer", "make_sample_fn"]
