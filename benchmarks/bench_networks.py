@@ -11,8 +11,8 @@ import torch
 from conftest import WORKLOADS
 
 models = pytest.importorskip("scoregen.models", reason="scoregen.models is not available")
-losses = pytest.importorskip("scoregen.training.losses",
-                             reason="scoregen.training.losses is not available")
+objectives = pytest.importorskip("scoregen.training.objectives",
+                                 reason="scoregen.training.objectives is not available")
 
 from scoregen import sde  # noqa: E402
 
@@ -45,14 +45,14 @@ def test_train_step(benchmark, workload):
     label, shape, batch = workload
     model = _model(shape).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = losses.loss_for(model.sde)
+    loss_fn = objectives.build_objective("dsm", model.sde)
     x0 = torch.randn(batch, *shape).clamp(-1, 1)
-    g = torch.Generator().manual_seed(0)
+    data = objectives.random_batch(x0, 0)
     benchmark.group = "training step (DSM loss, Adam)"
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model, x0, g)
+        loss = loss_fn(model, data)
         loss.backward()
         opt.step()
 

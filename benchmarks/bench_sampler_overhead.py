@@ -12,6 +12,11 @@ against one forward pass of the default MLP (``mlp``, width 128, depth 3) at the
 
     python benchmarks/bench_sampler_overhead.py                 # vector2d, batch 1024
     python benchmarks/bench_sampler_overhead.py --rounds 15 --out runs/overhead.md
+
+``--wrappers`` adds models seen through a wrapper, through the public API only
+(``scoregen.sample``, ``scoregen.retarget``): classifier-free guidance at ``w = 2`` on a free
+class-conditional model (one network call on a doubled batch per NFE), and a free VP model
+re-targeted to the DDPM process, each under a few samplers.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import WORKLOADS, ZeroEps
+from conftest import WORKLOADS, ZeroEps, ZeroEpsConditional
 
+import scoregen
 from scoregen import samplers, sde
 from scoregen.evaluation import compare
 from scoregen.evaluation.compare import Setting
@@ -111,6 +117,38 @@ def measure(workload: tuple[str, tuple[int, ...], int], rounds: int) -> tuple[di
     return {k: (1e6 * v, nfes[k]) for k, v in best.items()}, 1e6 * mlp
 
 
+WRAPPED_SAMPLERS = ("ddim", "dpm_solver++", "unipc", "heun")
+
+
+def measure_wrappers(workload: tuple[str, tuple[int, ...], int], rounds: int) -> dict:
+    """``{row: us_per_nfe}``: guided and re-targeted free models (module docstring),
+    minimum over interleaved rounds."""
+    _, shape, batch = workload
+    ddpm = sde.get("ddpm")
+    guided_model = ZeroEpsConditional(ddpm)
+    labels = torch.arange(batch) % ZeroEpsConditional.num_classes
+    retargeted = scoregen.retarget(ZeroEps(sde.get("vp")), ddpm)
+    runs = {}
+    for name in WRAPPED_SAMPLERS:
+        runs[f"{name}, guided w=2"] = (guided_model, {"cond": labels, "guidance": 2.0})
+        runs[f"{name}, re-targeted vp->ddpm"] = (retargeted, {})
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for row, (model, kw) in runs.items():
+            name = row.split(",")[0]
+            start = time.perf_counter()
+            res = scoregen.sample(model, ddpm, (batch, *shape), name, STEPS, **kw)
+            per = (time.perf_counter() - start) / res.nfe
+            best[row] = min(best.get(row, float("inf")), per)
+    return {k: 1e6 * v for k, v in best.items()}
+
+
+def wrapper_table(results: dict, mlp_us: float) -> str:
+    lines = ["| wrapped model, sampler | us/NFE | % of MLP forward |", "|---|---|---|"]
+    lines += [f"| {row} | {us:.0f} | {100 * us / mlp_us:.1f}% |" for row, us in results.items()]
+    return "\n".join(lines) + "\n"
+
+
 def table(results: dict, mlp_us: float, label: str, batch: int) -> str:
     """Markdown: us/NFE, the fastest counterpart peer and the two ratios."""
     lines = [f"Workload {label}, batch {batch}; default MLP forward {mlp_us:.0f} us.", "",
@@ -138,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
                         choices=[w[0] for w in WORKLOADS])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="also write the tables to this file")
+    parser.add_argument("--wrappers", action="store_true",
+                        help="also time guided and re-targeted models (module docstring)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = []
@@ -146,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
             results, mlp_us = measure(workload, args.rounds)
             out.append(table(results, mlp_us, workload[0], workload[2]))
             print(out[-1], flush=True)
+            if args.wrappers:
+                out.append(wrapper_table(measure_wrappers(workload, args.rounds), mlp_us))
+                print(out[-1], flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(out))

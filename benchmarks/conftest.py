@@ -30,6 +30,15 @@ class ZeroEps:
         return torch.zeros_like(x)
 
 
+class ZeroEpsConditional(ZeroEps):
+    """:class:`ZeroEps` with 8 classes (label 8 is the null label), for guided runs."""
+
+    num_classes = 8
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        return torch.zeros_like(x)
+
+
 def pytest_collect_file(file_path, parent):  # pytest hook
     """Collect ``bench_*.py`` as test modules."""
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):

@@ -15,6 +15,21 @@ from scoregen.sampling.noise import NoiseSource, seeds_for
 MIXTURE = analytic.preset("ring8")
 
 
+def sampler_sde_pairs(names: list[str] | None = None) -> list[tuple[str, str]]:
+    """``(sampler, sde)`` for every registered sampler and every registered SDE that offers
+    what the sampler declares it requires (``requires``): the pairs the shared suites test."""
+    return [(name, sde_name) for name in (names or scoregen.samplers.list())
+            for sde_name in sde_lib.list()
+            if not scoregen.samplers.missing(name, sde_lib.get(sde_name))]
+
+
+def takes_option(name: str, option: str) -> bool:
+    """Whether sampler ``name`` has the keyword option ``option`` (e.g. ``final``)."""
+    import inspect
+
+    return option in inspect.signature(scoregen.samplers.get(name)).parameters
+
+
 @cache
 def pf_ode_reference(sde_name: str):
     """``(sde, x_T, x_ref)``: the probability-flow ODE solved from ``x_T`` (32 samples) to

@@ -217,10 +217,12 @@ ROWS: list[tuple] = [
     ("model width -1", [*T, "--set", "model.width=-1"], 1, "model: cannot build network 'mlp'"),
     ("model depth type", [*T, "--set", "model.depth=abc"], 1, "model.depth: must be an integer"),
     ("model unknown key", [*T, "--set", "model.heads=2"], 1, "unknown key 'heads' in model"),
-    ("loss kind", [*T, "--set", "loss.kind=x"], 1, "loss.kind: must be one of auto, dsm, ddpm"),
-    ("loss weighting", [*T, "--set", "loss.weighting=x"], 1, "loss.weighting: must be one of"),
-    ("loss t_sampling", [*T, "--set", "loss.t_sampling=x"], 1, "loss.t_sampling: must be one"),
-    ("loss p_std", [*T, "--set", "loss.p_std=0"], 1, "loss.p_std: must be > 0"),
+    ("objective name", [*T, "--set", "objective.name=x"], 1, "objective: unknown objective 'x'"),
+    ("objective weighting", [*T, "--set", "objective.weighting=x"], 1,
+     "objective: weighting must be one of"),
+    ("objective t_sampling", [*T, "--set", "objective.t_sampling=x"], 1,
+     "objective: t_sampling must be one"),
+    ("objective p_std", [*T, "--set", "objective.p_std=0"], 1, "objective: p_std must be > 0"),
     ("train lr type", [*T, "--set", "train.lr=abc"], 1, "train.lr: must be a number"),
     ("train lr -1", [*T, "--set", "train.lr=-1"], 1, "train.lr: must be > 0"),
     ("train ema_decay", [*T, "--set", "train.ema_decay=1"], 1, "must lie in [0, 1)"),
@@ -357,7 +359,7 @@ API_ROWS: list[tuple[str, Callable[[], object], str]] = [
       for method in ("alpha", "sigma", "f", "g2", "log_snr")
       for t, phrase in ((2.0, "outside the SDE's range"), (-0.5, "outside the SDE's range"),
                         (float("nan"), "times must be finite"))],
-    ("sde.marginal outside", lambda: scoregen.sde.get("ve").marginal(
+    ("sde.marginal outside", lambda: scoregen.sde.get("ve").perturb(
         torch.zeros(2, 2), torch.tensor([0.5, 1.5]), torch.zeros(2, 2)), "max 1.5"),
     ("sample wrong shape", lambda: scoregen.sample(_mlp(), scoregen.sde.get("vp"), (4, 3)),
      "the model is for data of shape (2,)"),

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 import scoregen
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
+from scoregen.sde import get as get_sde
 from scoregen.training import Trainer, TrainOptions
 from scoregen.training.checkpoint import (
     CheckpointError,
@@ -19,7 +20,9 @@ from scoregen.training.checkpoint import (
     load_model,
     read_checkpoint,
 )
-from scoregen.training.losses import DSMLoss
+from scoregen.training.objectives import build_objective
+
+VP = get_sde("vp")
 
 DATA = load_dataset("moons", n=2000)
 
@@ -29,7 +32,7 @@ def _trainer(out: Path | None, steps: int, **kw: object) -> Trainer:
     model = ScoreModel(build_network("mlp", (2,), width=16, depth=1), scoregen.sde.get("vp"))
     opts = TrainOptions(steps=steps, batch_size=32, lr=1e-2, warmup=3, ema_decay=0.9,
                         log_every=5, ckpt_every=0, sample_every=0, progress=False, **kw)
-    return Trainer(model, DATA, DSMLoss(), opts, out)
+    return Trainer(model, DATA, build_objective("dsm", VP), opts, out)
 
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

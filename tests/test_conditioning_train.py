@@ -19,6 +19,7 @@ from scoregen.sde import get as get_sde
 from scoregen.training import Trainer, TrainOptions
 from scoregen.training.checkpoint import load_model, save_checkpoint
 from scoregen.training.config import ConfigError, load_config
+from scoregen.training.objectives import build_objective
 
 # -- labels from every dataset kind ------------------------------------------------------------
 
@@ -126,7 +127,7 @@ def test_conditional_checkpoint_round_trip(tmp_path: Path):
 def test_label_dropout_rate():
     net = build_network("mlp", (2,), width=8, depth=1, num_classes=5)
     data, labels = torch.randn(100, 2), torch.arange(100) % 5
-    trainer = Trainer(ScoreModel(net, get_sde("vp")), data, lambda *a, **k: None,
+    trainer = Trainer(ScoreModel(net, get_sde("vp")), data, build_objective("dsm", get_sde("vp")),
                       TrainOptions(label_dropout=0.3, progress=False), labels=labels)
     from scoregen.training.batches import example_keys
 
@@ -140,10 +141,10 @@ def test_label_dropout_rate():
     y = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long), keys)
     assert abs(float((y == 5).float().mean()) - 0.1) < 0.01
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 5\)"):
-        Trainer(ScoreModel(net, get_sde("vp")), data, lambda *a, **k: None,
+        Trainer(ScoreModel(net, get_sde("vp")), data, build_objective("dsm", get_sde("vp")),
                 TrainOptions(progress=False), labels=torch.arange(100) % 7)
     with pytest.raises(ValueError, match="no labels"):
-        Trainer(ScoreModel(net, get_sde("vp")), data, lambda *a, **k: None,
+        Trainer(ScoreModel(net, get_sde("vp")), data, build_objective("dsm", get_sde("vp")),
                 TrainOptions(progress=False))
 
 

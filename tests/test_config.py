@@ -47,7 +47,12 @@ def test_shipped_configs_exist() -> None:
     ({"sde": {"name": "vp", "beta_max": -1}}, "beta_max must be a positive"),
     ({"sde": {"name": "vp", "sigma_max": 3}}, "unknown key 'sigma_max' in sde"),
     ({"data": {"name": "digits", "n": 5}}, "unknown key 'n' in data"),
-    ({"loss": {"weighting": "snr"}}, "loss.weighting: must be one of edm, likelihood, sigma2"),
+    ({"loss": {"weighting": "snr"}}, "objective: weighting must be one of edm, likelihood, sigma2"),
+    ({"objective": {"weighting": "snr"}}, "objective: weighting must be one of edm, likelihood"),
+    ({"objective": {"name": "x"}}, "objective: unknown objective 'x'; known objectives: ddpm, dsm"),
+    ({"objective": {"name": "ddpm"}}, "objective: the discrete DDPM objective needs the 'ddpm'"),
+    ({"objective": {"gamma": 1}}, "unknown key 'gamma' in objective"),
+    ({"loss": {}, "objective": {}}, "give the objective in one section"),
     ({"sample": {"etaa": 1}}, "unknown key 'etaa' in sample (did you mean 'eta'?)"),
     ({"train": [1, 2]}, "train: must be a mapping"),
 ])

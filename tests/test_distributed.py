@@ -281,7 +281,7 @@ def test_streamed_training_equals_in_memory_and_resumes(tmp_path: Path) -> None:
     from scoregen.data.loader import open_dataset
     from scoregen.models import ScoreModel, build_network
     from scoregen.training import Trainer, TrainOptions
-    from scoregen.training.losses import DSMLoss
+    from scoregen.training.objectives import build_objective
 
     folder = _image_folder(tmp_path)
 
@@ -291,7 +291,8 @@ def test_streamed_training_equals_in_memory_and_resumes(tmp_path: Path) -> None:
         opts = TrainOptions(steps=steps, batch_size=8, accumulate=2, lr=1e-2, warmup=1,
                             log_every=1, ckpt_every=0, sample_every=0, progress=False,
                             workers=1, seed=seed)
-        return Trainer(ScoreModel(net, sde_lib.get("vp")), data, DSMLoss(), opts, out)
+        vp = sde_lib.get("vp")
+        return Trainer(ScoreModel(net, vp), data, build_objective("dsm", vp), opts, out)
 
     memory = trainer(load_dataset("images", path=str(folder)), 8)
     memory.fit()  # 8 steps x 8 examples: over the 36 train images, into a second epoch

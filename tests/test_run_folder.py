@@ -22,6 +22,7 @@ from scoregen.cli import main
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
 from scoregen.sampling.api import NonFiniteSamplesError
+from scoregen.sde import get as get_sde
 from scoregen.training import (
     Trainer,
     TrainingDivergedError,
@@ -30,8 +31,10 @@ from scoregen.training import (
 )
 from scoregen.training.checkpoint import find_checkpoint, load_model, save_checkpoint
 from scoregen.training.config import load_config
-from scoregen.training.losses import DSMLoss
+from scoregen.training.objectives import build_objective
 from scoregen.training.run_folder import LOCK, RunFolderError, RunLock, truncate_log
+
+VP = get_sde("vp")
 
 TINY = {
     "data": {"name": "moons", "n": 500},
@@ -93,9 +96,9 @@ def test_pruning_never_deletes_a_later_checkpoint(tmp_path: Path) -> None:
 def test_trainer_refuses_checkpoints_of_another_run(tmp_path: Path) -> None:
     data = load_dataset("moons", n=200)
     opts = TrainOptions(steps=4, batch_size=16, ckpt_every=0, sample_every=0, progress=False)
-    Trainer(_model(), data, DSMLoss(), opts, tmp_path).fit()
+    Trainer(_model(), data, build_objective("dsm", VP), opts, tmp_path).fit()
     with pytest.raises(RunFolderError, match="checkpoints of another run"):
-        Trainer(_model(), data, DSMLoss(), opts, tmp_path).fit()
+        Trainer(_model(), data, build_objective("dsm", VP), opts, tmp_path).fit()
     assert find_checkpoint(tmp_path).name == "step_000004"
 
 
@@ -140,7 +143,7 @@ def test_divergence_guard_never_saves_exploded_weights(tmp_path: Path) -> None:
     data = load_dataset("moons", n=500)
     opts = TrainOptions(steps=50, batch_size=32, lr=1e6, warmup=0, grad_clip=0, ckpt_every=1,
                         sample_every=0, progress=False)
-    tr = Trainer(_model(), data, DSMLoss(), opts, tmp_path)
+    tr = Trainer(_model(), data, build_objective("dsm", VP), opts, tmp_path)
     with pytest.raises(TrainingDivergedError, match=r"weights (exploded|are non-finite)") as err:
         tr.fit()
     assert "the last finite checkpoint is" in str(err.value) or "no checkpoint" in str(err.value)
@@ -304,7 +307,7 @@ def test_load_model_after_guarded_divergence(tmp_path: Path) -> None:
     """The checkpoint a divergence message names loads and samples finite values."""
     data = load_dataset("moons", n=500)
     opts = TrainOptions(steps=3, batch_size=32, ckpt_every=1, sample_every=0, progress=False)
-    tr = Trainer(_model(), data, DSMLoss(), opts, tmp_path)
+    tr = Trainer(_model(), data, build_objective("dsm", VP), opts, tmp_path)
     tr.fit()
     tr.opt.steps, tr.opt.lr, tr.opt.warmup, tr.opt.grad_clip = 30, 1e6, 0, 0
     with pytest.raises(TrainingDivergedError) as err:

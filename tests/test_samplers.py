@@ -1,8 +1,10 @@
 """The shared sampler suite: every registered sampler on every registered SDE, exact scores.
 
 Parametrised over ``scoregen.samplers.list()`` and its metadata (``order``, ``stochastic``,
-``nfe_per_step``, ``tolerance_options``), so a new sampler module is tested with no edit
-here. The model is the exact mixture oracle, so every error measured is the sampler's.
+``nfe_per_step``, ``requires``, ``tolerance_options``) and over the SDEs that offer what each
+sampler requires, so a new sampler module or SDE is tested with no edit here. Samplers that
+take the optional ``final`` option are checked to solve the last interval to ``sigma = 0`` at
+their order. The model is the exact mixture oracle, so every error measured is the sampler's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from functools import cache
 
 import pytest
 import torch
-from _oracle import MIXTURE, CountingModel, order_slope, pf_ode_reference
+from _oracle import (
+    MIXTURE,
+    CountingModel,
+    order_slope,
+    pf_ode_reference,
+    sampler_sde_pairs,
+    takes_option,
+)
 
 import scoregen
 from scoregen import samplers
@@ -54,8 +63,7 @@ def references() -> tuple[torch.Tensor, float]:
     return ref, metrics.sliced_wasserstein(ref2, ref, seed=0)
 
 
-@pytest.mark.parametrize("sde_name", SDES)
-@pytest.mark.parametrize("name", SAMPLERS)
+@pytest.mark.parametrize(("name", "sde_name"), sampler_sde_pairs())
 def test_distance_falls_with_steps_and_reaches_the_noise_floor(name, sde_name, references):
     ref, floor = references
     sde = sde_lib.get(sde_name)
@@ -78,11 +86,12 @@ def test_distance_falls_with_steps_and_reaches_the_noise_floor(name, sde_name, r
 
 # -- deterministic samplers: convergence order against a high-accuracy reference --------------
 DETERMINISTIC = [n for n in SAMPLERS if not samplers.meta(n)["stochastic"] and not is_adaptive(n)]
+SOLVES_FINAL = [n for n in DETERMINISTIC if takes_option(n, "final")]
 ORDER_SDES = ("vp", "ve")  # smooth in t (the discrete DDPM schedule is only piecewise smooth)
 
 
-@pytest.mark.parametrize("sde_name", ORDER_SDES)
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize(("name", "sde_name"),
+                         [p for p in sampler_sde_pairs(DETERMINISTIC) if p[1] in ORDER_SDES])
 def test_deterministic_error_falls_at_the_declared_order(name, sde_name):
     order = samplers.meta(name)["order"]
     # 40 steps put every solver here in its asymptotic regime on this mixture (the multistep
@@ -105,7 +114,7 @@ def _endpoint_error(name: str, sde_name: str, steps: int, **opts) -> float:
     return (out.x - ref).flatten(1).norm(dim=1).median().item()
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("name", SOLVES_FINAL)
 def test_error_to_sigma_zero_falls_at_the_declared_order_including_the_final_interval(name):
     """Grids ending in 0: the final interval is solved at the sampler's order, so the error
     against the exact flow to sigma = 0 keeps falling at that order where the denoising jump
@@ -290,3 +299,27 @@ def test_bad_input_gets_clear_errors():
                         ts=torch.tensor([1.0, 1e-3]), rtol=-1.0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         scoregen.sample(model, sde, (4, 2), "ode_euler", 5, eta=0.5)
+
+
+# -- capabilities: a process without what a sampler requires is refused, by name ---------------
+class _GenericVP(type(sde_lib.get("vp"))):
+    """A VP process that does not declare its scalar kernel (an unregistered test double)."""
+
+    name = "vp-generic"
+    capabilities = frozenset()
+
+
+def test_a_process_without_a_required_capability_is_refused_by_name():
+    sde = _GenericVP()
+    assert all(s != "vp-generic" for _, s in sampler_sde_pairs())
+    for name in SAMPLERS:
+        if "scalar_kernel" not in samplers.meta(name)["requires"]:
+            continue
+        with pytest.raises(samplers.CapabilityError, match="scalar_kernel") as info:
+            scoregen.sample(MIXTURE.model(sde), sde, (4, 2), name, 5)
+        assert repr(name) in str(info.value) and "'vp-generic'" in str(info.value)
+
+
+def test_registration_refuses_an_unknown_capability():
+    with pytest.raises(ValueError, match="unknown capabilities"):
+        samplers.register("x", order=1, stochastic=False, nfe_per_step=1, requires=("magic",))

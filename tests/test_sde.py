@@ -63,7 +63,7 @@ def test_shapes_and_dtypes(name: str, dtype: torch.dtype) -> None:
     for shape in [(5, 3), (5, 1, 4, 4)]:
         x0 = torch.randn(shape, dtype=dtype)
         t = torch.full((5,), 0.5 * sde.T, dtype=dtype)
-        xt = sde.marginal(x0, t, torch.randn_like(x0))
+        xt = sde.perturb(x0, t, torch.randn_like(x0))
         assert xt.shape == x0.shape and xt.dtype == dtype
         assert sde.drift(xt, t).shape == x0.shape
         score = -torch.randn_like(xt)
@@ -86,7 +86,7 @@ def test_marginal_matches_monte_carlo_simulation(name: str) -> None:
     x0 = torch.tensor([1.5, -0.5], dtype=torch.float64)
     t_a, t_b = 0.2 * sde.T, 0.6 * sde.T
     ta = torch.tensor(t_a, dtype=torch.float64)
-    x = sde.marginal(x0.expand(n, 2), ta, torch.randn(n, 2, generator=g, dtype=torch.float64))
+    x = sde.perturb(x0.expand(n, 2), ta, torch.randn(n, 2, generator=g, dtype=torch.float64))
     dt = (t_b - t_a) / steps
     for k in range(steps):
         t = torch.tensor(t_a + (k + 0.5) * dt, dtype=torch.float64)  # midpoint coefficients
@@ -197,19 +197,19 @@ def test_time_out_of_range_is_an_error(name: str) -> None:
     sde = make(name)
     x0 = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="outside the SDE's range"):
-        sde.marginal(x0, torch.tensor([0.5, 1.5]) * sde.T, torch.zeros_like(x0))
+        sde.perturb(x0, torch.tensor([0.5, 1.5]) * sde.T, torch.zeros_like(x0))
     with pytest.raises(ValueError, match="outside the SDE's range"):
-        sde.marginal(x0, torch.tensor(-0.1), torch.zeros_like(x0))
+        sde.perturb(x0, torch.tensor(-0.1), torch.zeros_like(x0))
     with pytest.raises(ValueError, match="finite"):
-        sde.marginal(x0, torch.tensor(float("nan")), torch.zeros_like(x0))
+        sde.perturb(x0, torch.tensor(float("nan")), torch.zeros_like(x0))
 
 
 def test_mismatched_shapes_are_errors() -> None:
     sde = make("vp")
     with pytest.raises(ValueError, match="eps has shape"):
-        sde.marginal(torch.zeros(4, 2), torch.tensor(0.5), torch.zeros(4, 3))
+        sde.perturb(torch.zeros(4, 2), torch.tensor(0.5), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="does not match a batch"):
-        sde.marginal(torch.zeros(4, 2), torch.full((3,), 0.5), torch.zeros(4, 2))
+        sde.perturb(torch.zeros(4, 2), torch.full((3,), 0.5), torch.zeros(4, 2))
 
 
 def test_unknown_name_lists_known_ones() -> None:
@@ -260,3 +260,38 @@ def test_register_a_new_sde_is_picked_up() -> None:
     finally:
         sdes.SDES._items.pop("test-quadratic", None)
         sdes.SDES._meta.pop("test-quadratic", None)
+
+
+# -- the kernel as operations (every registered process) ------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+def test_kernel_operations_invert_each_other(name: str) -> None:
+    """perturb, x0_from_eps, eps_from_x0, score_from_eps and eps_from_score are consistent, on
+    vectors and images; a normal draw maps to the prior whose log-density prior_logp gives."""
+    sde = sdes.get(name)
+    g = torch.Generator().manual_seed(0)
+    for shape in ((5, 3), (2, 1, 4, 4)):
+        state = (shape[0], *sde.state_shape(shape[1:]))
+        x0 = torch.randn(shape, generator=g, dtype=torch.float64)
+        eps = torch.randn(state, generator=g, dtype=torch.float64)
+        t = torch.rand(shape[0], generator=g, dtype=torch.float64) * 0.9 + 0.05
+        x = sde.perturb(x0, t, eps)
+        torch.testing.assert_close(sde.x0_from_eps(x, t, eps), x0)
+        torch.testing.assert_close(sde.eps_from_x0(x, t, x0), eps)
+        score = sde.score_from_eps(eps, t)
+        torch.testing.assert_close(sde.eps_from_score(x, t, score), eps)
+        assert sde.data_from_state(x).shape == shape
+    z = torch.randn(40_000, *sde.state_shape((2,)), generator=g, dtype=torch.float64)
+    prior = sde.prior_from_normal(z)
+    std = float(prior.std())
+    assert abs(std - sde.prior_std()) < 0.02 * sde.prior_std()
+    exact = -0.5 * (z**2).sum(1) - prior.shape[1] * (math.log(sde.prior_std())
+                                                      + 0.5 * math.log(2 * math.pi))
+    torch.testing.assert_close(sde.prior_logp(prior), exact)
+
+
+def test_the_name_is_written_once() -> None:
+    """The registration decorator sets ``name``; a new module in scoregen/sde is imported with
+    the package (discovery), so every shipped process is registered under its own name."""
+    for name in ALL:
+        assert type(sdes.get(name)).name == name
+    assert "scalar_kernel" in sdes.get("vp").capabilities

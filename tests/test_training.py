@@ -11,6 +11,7 @@ import torch
 import scoregen
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
+from scoregen.sde import get as get_sde
 from scoregen.training import (
     LOG_FIELDS,
     Trainer,
@@ -20,7 +21,9 @@ from scoregen.training import (
     resolve_precision,
 )
 from scoregen.training.checkpoint import find_checkpoint, load_model
-from scoregen.training.losses import DSMLoss
+from scoregen.training.objectives import build_objective
+
+VP = get_sde("vp")
 
 
 def sliced_w2(x: torch.Tensor, y: torch.Tensor, n_proj: int = 64, seed: int = 0) -> float:
@@ -42,7 +45,7 @@ def test_short_toy_run_learns_the_distribution(tmp_path: Path) -> None:
     test = load_dataset("8gaussians", "test", n=1000)
     opts = TrainOptions(steps=600, batch_size=256, lr=3e-3, warmup=20, ema_decay=0.99,
                         log_every=100, ckpt_every=0, sample_every=0, progress=False)
-    result = Trainer(_model(), data, DSMLoss(), opts, tmp_path).fit()
+    result = Trainer(_model(), data, build_objective("dsm", VP), opts, tmp_path).fit()
     model = load_model(tmp_path)
     x = scoregen.sample(model, model.sde, (1000, 2), "ddim", 40, seed=1).x
     prior = torch.randn(1000, 2, generator=torch.Generator().manual_seed(2))
@@ -56,7 +59,7 @@ def test_short_toy_run_learns_the_distribution(tmp_path: Path) -> None:
 
 
 def test_lr_warmup_then_constant() -> None:
-    tr = Trainer(_model(8, 1), torch.zeros(4, 2), DSMLoss(),
+    tr = Trainer(_model(8, 1), torch.zeros(4, 2), build_objective("dsm", VP),
                  TrainOptions(lr=1e-2, warmup=4, progress=False))
     assert [tr.lr_at(s) for s in range(6)] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2,
                                                             1e-2])
@@ -64,7 +67,8 @@ def test_lr_warmup_then_constant() -> None:
 
 def test_ema_update_formula() -> None:
     data = load_dataset("moons", n=500)
-    tr = Trainer(_model(8, 1), data, DSMLoss(), TrainOptions(ema_decay=0.999, progress=False))
+    tr = Trainer(_model(8, 1), data, build_objective("dsm", VP),
+                 TrainOptions(ema_decay=0.999, progress=False))
     before = [p.detach().clone() for p in tr.model.parameters()]
     tr.train_step()
     d = min(0.999, 1 / 10)  # warm-up of the EMA decay at step 1: (1 + 0) / (10 + 0)
@@ -75,7 +79,7 @@ def test_ema_update_formula() -> None:
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     data = load_dataset("moons", n=500)
     opts = TrainOptions(steps=4, batch_size=16, ckpt_every=0, sample_every=0, progress=False)
-    tr = Trainer(_model(8, 1), data, DSMLoss(), opts, tmp_path)
+    tr = Trainer(_model(8, 1), data, build_objective("dsm", VP), opts, tmp_path)
     tr.fit()
     good = find_checkpoint(tmp_path)
     tr.data = torch.full_like(data, float("nan"))
@@ -91,7 +95,7 @@ def test_same_seed_same_weights() -> None:
     runs = []
     for _ in range(2):
         opts = TrainOptions(steps=5, batch_size=16, progress=False, sample_every=0)
-        tr = Trainer(_model(8, 1), data, DSMLoss(), opts)
+        tr = Trainer(_model(8, 1), data, build_objective("dsm", VP), opts)
         tr.fit()
         runs.append(tr.model.network.inp.weight.detach().clone())
     assert torch.equal(runs[0], runs[1])

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from scoregen.infra.shape import batch_times, bcast
+from scoregen.models.prediction import PARAMETERIZATIONS
 from scoregen.sde.base import SDE
 
 DenoiserFn = Callable[[Tensor, Tensor], Tensor]
@@ -64,6 +65,9 @@ class EDMDenoiserModel(nn.Module):
         return self.denoiser(x_edm, (sigma / alpha).to(x.dtype))
 
 
+_EDM = PARAMETERIZATIONS["edm"]
+
+
 class EDMPrecond(nn.Module):
     """``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (module docstring)."""
 
@@ -75,12 +79,13 @@ class EDMPrecond(nn.Module):
         self.sigma_data = float(sigma_data)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """EDM's denoiser on its own scale (``alpha = 1``): the ``edm`` parameterization of
+        :mod:`scoregen.models.prediction`, with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)``."""
         sigma = batch_times(sigma, x)
-        sd2 = self.sigma_data**2
-        norm = torch.sqrt(sigma**2 + sd2)
-        c_skip, c_out, c_in = sd2 / norm**2, sigma * self.sigma_data / norm, 1 / norm
+        one = torch.ones_like(sigma)
+        c_in = torch.rsqrt(sigma**2 + self.sigma_data**2)
         F = self.network(bcast(c_in, x) * x, torch.log(sigma) / 4)
-        return bcast(c_skip, x) * x + bcast(c_out, x) * F
+        return _EDM.output(x, F, one, sigma, self.sigma_data)
 
 
 def edm_precond(network: nn.Module, sigma_data: float = 0.5) -> EDMPrecond:

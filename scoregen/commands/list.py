@@ -1,10 +1,10 @@
-"""List registered SDEs, samplers, networks, datasets and mixture presets."""
+"""List registered SDEs, samplers, objectives, networks, datasets and mixture presets."""
 
 from __future__ import annotations
 
 import argparse
 
-SECTIONS = ("sdes", "samplers", "networks", "datasets", "presets", "weightings")
+SECTIONS = ("sdes", "samplers", "objectives", "networks", "datasets", "presets", "weightings")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +18,18 @@ def _first_line(obj: object) -> str:
 
 def _rows(what: str) -> list[tuple[str, str]]:
     if what == "sdes":
-        from scoregen.sde import SDES
+        from scoregen import sde as sde_lib
+        from scoregen.samplers import SAMPLERS, applicable
 
-        return [(n, _first_line(SDES.get(n))) for n in SDES.list()]
+        rows = []
+        for n in sde_lib.list():
+            process = sde_lib.get(n)
+            runs = applicable(process)
+            which = ("every sampler" if len(runs) == len(SAMPLERS.list())
+                     else f"samplers: {', '.join(runs) or '(none)'}")
+            caps = ", ".join(sorted(process.capabilities)) or "generic"
+            rows.append((n, f"{_first_line(type(process))} [{caps}; {which}]"))
+        return rows
     if what == "samplers":
         from scoregen.samplers import SAMPLERS
 
@@ -29,9 +38,16 @@ def _rows(what: str) -> list[tuple[str, str]]:
             m = SAMPLERS.meta(n)
             kind = "stochastic" if m.get("stochastic") else "deterministic"
             nfe = m.get("nfe_per_step")
+            needs = ", ".join(sorted(m["requires"])) or "any SDE"
             rows.append((n, f"order {m.get('order')}, {kind}, "
-                            f"{'adaptive' if nfe is None else f'{nfe} NFE/step'}"))
+                            f"{'adaptive' if nfe is None else f'{nfe} NFE/step'}; needs {needs}"))
         return rows
+    if what == "objectives":
+        from scoregen.training.objectives import OBJECTIVES, objective_options
+
+        return [(n, f"{_first_line(OBJECTIVES.get(n))} [options: "
+                    f"{', '.join(f'{k}={v!r}' for k, v in objective_options(n).items()) or '-'}]")
+                for n in OBJECTIVES.list()]
     if what == "networks":
         from scoregen.models import NETWORKS
 
@@ -45,7 +61,7 @@ def _rows(what: str) -> list[tuple[str, str]]:
         from scoregen.models.analytic import PRESETS
 
         return [(n, _first_line(PRESETS.get(n))) for n in PRESETS.list()]
-    from scoregen.training.losses import WEIGHTINGS
+    from scoregen.training.objectives.dsm import WEIGHTINGS
 
     return [(n, _first_line(WEIGHTINGS.get(n))) for n in WEIGHTINGS.list()]
 

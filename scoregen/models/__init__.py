@@ -13,8 +13,9 @@ from scoregen.models.embeddings import (
     NoiseEmbedding,
     SinusoidalEmbedding,
 )
+from scoregen.models.prediction import PARAMETERIZATIONS
 from scoregen.models.registry import NETWORKS, build_network, network_options, register
-from scoregen.models.score_model import PARAMETERIZATIONS, ScoreModel, build_model
+from scoregen.models.score_model import ScoreModel, build_model
 
 __all__ = [
     "EMBEDDINGS",

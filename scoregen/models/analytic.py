@@ -150,7 +150,7 @@ class GaussianMixture:
         """Exact samples of ``x_t`` under ``sde`` at time ``t`` (float64)."""
         x0 = self.sample(n, generator)
         eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
-        return sde.marginal(x0, torch.tensor(float(t), dtype=torch.float64), eps)
+        return sde.perturb(x0, torch.tensor(float(t), dtype=torch.float64), eps)
 
     # -- exact quantities at time t ----------------------------------------------------------------
     def _per_component(

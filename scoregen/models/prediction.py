@@ -1,7 +1,9 @@
-"""The one place that knows prediction types: eps, x0, score and v.
+"""The one place that knows prediction types (eps, x0, score, v) and how a network's raw
+output becomes one (the parameterizations eps, x0, v and EDM's preconditioning).
 
-Every prediction a model can make converts to and from the pair ``(x0_hat, eps_hat)``
-given ``x_t = alpha x0 + sigma eps`` (the marginal of every SDE here):
+**Prediction types.** Every prediction a model can make converts to and from the pair
+``(x0_hat, eps_hat)`` given ``x_t = alpha x0 + sigma eps`` (the scalar kernel; other kernels
+convert through the SDE's kernel operations, :func:`pair_from_output`):
 
 - ``eps``:   eps_hat
 - ``x0``:    x0_hat = (x - sigma eps_hat) / alpha
@@ -12,19 +14,41 @@ Inverting ``v``: ``[x; v] = [[alpha, sigma], [-sigma, alpha]] [x0; eps]`` gives
 ``x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)`` and ``eps = (sigma x + alpha v) / (alpha^2
 + sigma^2)``.
 
+A model's prediction is converted to the pair **once per evaluation**: a wrapper (guidance,
+inpainting, re-targeting, inverse problems) gives the pair directly through a
+``predict_pair(x, t)`` method and wrappers nest by asking the model inside for its pair
+(:func:`predict_pair`); only the innermost network's output is converted. The samplers see a
+model through :class:`scoregen.sampling.denoiser.Denoiser`, which does the same and counts NFE.
 :func:`retarget` re-uses a model trained for one SDE under another by matching log-SNR.
-The samplers see a model through :class:`scoregen.sampling.denoiser.Denoiser`, which
-converts its prediction to ``(x0_hat, eps_hat)`` with :func:`to_x0_eps` and counts NFE.
+
+**Parameterizations** (:data:`PARAMETERIZATIONS`): a network's raw output ``F`` at ``x_t`` is
+read as ``prediction = c_skip x_t + c_out F`` with coefficients of ``alpha``, ``sigma`` and the
+data std ``sigma_data`` (EDM's ``c_skip``/``c_out``, Karras et al. 2022, sec. 5 and Table 1,
+written for every process and prediction type), so ``F`` has unit-variance targets:
+
+- ``eps``: ``c_skip = sigma c_in^2``, ``c_out = alpha sigma_data c_in`` with ``c_in = 1 /
+  sqrt(alpha^2 sigma_data^2 + sigma^2)``: the posterior mean of ``eps`` for Gaussian data
+  ``N(0, sigma_data^2 I)`` (Wiener filter) plus a learned correction scaled by that posterior's
+  std; near ``T`` on VP the skip term makes ``eps_hat ≈ x`` exactly.
+- ``x0``: ``c_skip = 0``, ``c_out = 1``.
+- ``v``: ``c_skip = 0``, ``c_out = sqrt(alpha^2 + sigma^2 sigma_data^2)``, the std of ``v``.
+- ``edm``: reported as ``x0``: ``D = c_skip' x~ + c_out' F`` on ``x~ = x_t / alpha`` with
+  ``sigma_e = sigma / alpha``, ``c_skip' = sigma_data^2 / (sigma_e^2 + sigma_data^2)``, ``c_out'
+  = sigma_e sigma_data / sqrt(sigma_e^2 + sigma_data^2)`` (Table 1), i.e. ``c_skip = c_skip' /
+  alpha`` on ``x_t``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from scoregen.infra.shape import bcast
-from scoregen.sde.base import SDE
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 PREDICTIONS = ("eps", "x0", "score", "v")
 
@@ -37,7 +61,9 @@ class Model(Protocol):
     defined for (its ``alpha``, ``sigma`` give the conversions). A class-conditional model
     also has ``num_classes`` and accepts ``model(x, t, cond=labels)`` with int64 labels
     ``(B,)`` in ``[0, num_classes]`` (``num_classes`` is the null label, i.e. unconditional);
-    guidance (:mod:`scoregen.sampling.guidance`) wraps it into a plain model again.
+    guidance (:mod:`scoregen.sampling.guidance`) wraps it into a plain model again. A wrapper
+    may also give the pair directly, ``model.predict_pair(x, t) -> Prediction``
+    (:func:`predict_pair`).
     """
 
     prediction: str
@@ -94,6 +120,100 @@ def from_x0_eps(pair: Prediction, kind: str, alpha: Tensor, sigma: Tensor) -> Te
     raise ValueError(f"unknown prediction type {kind!r}; known: {', '.join(PREDICTIONS)}")
 
 
+def pair_from_output(out: Tensor, kind: str, x: Tensor, t: Tensor, sde: SDE) -> Prediction:
+    """A ``kind`` prediction at ``x`` (time ``t: ()`` or ``(B,)``) as ``(x0_hat, eps_hat)`` for
+    any kernel: :func:`to_x0_eps` with ``alpha(t)``, ``sigma(t)`` for the scalar kernel, else
+    the SDE's kernel operations (``v`` is defined for the scalar kernel only)."""
+    if SCALAR_KERNEL in sde.capabilities:
+        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        return to_x0_eps(out, kind, x, sde.alpha(t64).to(x.dtype), sde.sigma(t64).to(x.dtype))
+    if kind == "eps":
+        return Prediction(sde.x0_from_eps(x, t, out), out)
+    if kind == "x0":
+        return Prediction(out, sde.eps_from_x0(x, t, out))
+    if kind == "score":
+        eps = sde.eps_from_score(x, t, out)
+        return Prediction(sde.x0_from_eps(x, t, eps), eps)
+    raise ValueError(f"prediction type {kind!r} needs the scalar kernel; the SDE {sde.name!r} "
+                     "takes eps, x0 or score predictions")
+
+
+def output_from_pair(pair: Prediction, kind: str, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
+    """Inverse of :func:`pair_from_output`: the pair as a ``kind`` prediction."""
+    if SCALAR_KERNEL in sde.capabilities:
+        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        return from_x0_eps(pair, kind, sde.alpha(t64).to(x.dtype), sde.sigma(t64).to(x.dtype))
+    if kind in ("eps", "x0"):
+        return pair.eps if kind == "eps" else pair.x0
+    if kind == "score":
+        return sde.score_from_eps(pair.eps, t)
+    raise ValueError(f"prediction type {kind!r} needs the scalar kernel; the SDE {sde.name!r} "
+                     "takes eps, x0 or score predictions")
+
+
+def predict_pair(model: Model, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+    """``model``'s ``(x0_hat, eps_hat)`` at ``x: (B, *D)``, ``t: (B,)``: a wrapper's own
+    ``predict_pair``, else its output converted once (:func:`pair_from_output`)."""
+    kw = {} if cond is None else {"cond": cond}
+    pair_fn = getattr(model, "predict_pair", None)
+    if pair_fn is not None:
+        return pair_fn(x, t, **kw)
+    out = model(x, t, **kw)
+    if out.shape != x.shape:
+        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    return pair_from_output(out, model.prediction, x, t, model.sde)
+
+
+# -- parameterizations: a network's raw output as a prediction ---------------------------------
+Coefficients = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
+
+
+@dataclass(frozen=True)
+class Parameterization:
+    """How a network output ``F`` becomes a prediction: ``c_skip x_t + c_out F`` (module
+    docstring). ``reports``: the prediction type the model declares; ``coefficients(alpha,
+    sigma, sigma_data) -> (c_skip, c_out)``."""
+
+    name: str
+    reports: str
+    coefficients: Coefficients
+
+    def output(self, x: Tensor, F: Tensor, alpha: Tensor, sigma: Tensor,
+               sigma_data: float) -> Tensor:
+        """``c_skip x + c_out F`` with the coefficients computed in the dtype of ``alpha``
+        (float64 in :class:`~scoregen.models.ScoreModel`) and cast to ``x``'s."""
+        c_skip, c_out = self.coefficients(alpha, sigma, sigma_data)
+        out = bcast(c_out, x).to(x.dtype) * F
+        return out if c_skip is None else bcast(c_skip, x).to(x.dtype) * x + out
+
+
+def _eps_coefficients(alpha: Tensor, sigma: Tensor, sd: float) -> tuple[Tensor, Tensor]:
+    c_in = torch.rsqrt(alpha**2 * sd**2 + sigma**2)
+    return sigma * c_in**2, alpha * sd * c_in
+
+
+def _edm_coefficients(alpha: Tensor, sigma: Tensor, sd: float) -> tuple[Tensor, Tensor]:
+    s2 = (sigma / alpha) ** 2
+    return sd**2 / (s2 + sd**2) / alpha, (sigma / alpha) * sd * torch.rsqrt(s2 + sd**2)
+
+
+PARAMETERIZATIONS: dict[str, Parameterization] = {
+    p.name: p for p in (
+        Parameterization("eps", "eps", _eps_coefficients),
+        Parameterization("x0", "x0", lambda a, s, sd: (None, torch.ones_like(a))),
+        Parameterization("v", "v", lambda a, s, sd: (None, torch.sqrt(a**2 + s**2 * sd**2))),
+        Parameterization("edm", "x0", _edm_coefficients),
+    )
+}
+
+
+def parameterization(name: str) -> Parameterization:
+    """The :class:`Parameterization` called ``name``; a clear error listing the known ones."""
+    if name not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown prediction {name!r}; known: {', '.join(PARAMETERIZATIONS)}")
+    return PARAMETERIZATIONS[name]
+
+
 def check_model(model: object, sde: SDE) -> None:
     """Raise a clear error unless ``model`` follows :class:`Model` and was built for ``sde``."""
     if not isinstance(model, Model):
@@ -126,15 +246,15 @@ class Retargeted:
         self.prediction = model.prediction
         self.num_classes = getattr(model, "num_classes", None)
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def predict_pair(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+        """The pair of the model inside at the matching time: the same pair under both SDEs."""
         src = self.model.sde
         t_src = src.t_from_log_snr(self.sde.log_snr(t))
         scale = src.alpha(t_src) / self.sde.alpha(t)
-        kw = {} if cond is None else {"cond": cond}
-        out = self.model(x * bcast(scale, x), t_src, **kw)
-        pair = to_x0_eps(out, self.prediction, x * bcast(scale, x), src.alpha(t_src),
-                         src.sigma(t_src))
-        return from_x0_eps(pair, self.prediction, self.sde.alpha(t), self.sde.sigma(t))
+        return predict_pair(self.model, x * bcast(scale.to(x.dtype), x), t_src, cond)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        return output_from_pair(self.predict_pair(x, t, cond), self.prediction, x, t, self.sde)
 
 
 def retarget(model: Model, sde: SDE) -> Model:
@@ -143,13 +263,19 @@ def retarget(model: Model, sde: SDE) -> Model:
 
 
 __all__ = [
+    "PARAMETERIZATIONS",
     "PREDICTIONS",
     "Model",
+    "Parameterization",
     "Prediction",
     "Retargeted",
     "check_model",
     "check_prediction",
     "from_x0_eps",
+    "output_from_pair",
+    "pair_from_output",
+    "parameterization",
+    "predict_pair",
     "retarget",
     "to_x0_eps",
 ]

@@ -9,25 +9,11 @@ Table 1, ``EDMPrecond``) for every SDE here. With ``x_t = alpha x0 + sigma eps``
     F       = network(c_in x_t, c_noise)
 
 so one architecture fits VP, sub-VP and VE (the input has unit variance and the condition
-depends on the log-SNR only). The output is read as:
-
-- ``eps``: ``eps_hat = sigma c_in^2 x_t + alpha sigma_data c_in F``: the posterior mean of
-  ``eps`` for Gaussian data ``N(0, sigma_data^2 I)`` (Wiener filter) plus a learned
-  correction scaled by that posterior's std, so ``F`` has unit-variance targets (EDM's
-  ``c_skip``/``c_out`` idea, Karras et al. 2022 sec. 5 and app. B.6, written for eps). Near
-  ``T`` on VP, ``x0_hat = (x - sigma eps_hat) / alpha`` multiplies eps errors by ``1 /
-  alpha``; the skip term makes ``eps_hat ≈ x`` there exactly, also for prior samples far in
-  the tails where a plain network extrapolates badly.
-- ``x0``: ``x0_hat = F``;
-- ``v``:   ``v_hat = c_v F`` with ``c_v = sqrt(alpha^2 + sigma^2 sigma_data^2)``, the std of
-  ``v = alpha eps - sigma x0`` (Salimans & Ho 2022), so ``F`` has unit-variance targets;
-- ``edm``: ``x0_hat = D = c_skip x_hat + c_out F`` with ``x_hat = x_t / alpha``,
-  ``c_skip = sigma_data^2 / (sigma_e^2 + sigma_data^2)``,
-  ``c_out = sigma_e sigma_data / sqrt(sigma_e^2 + sigma_data^2)`` (Table 1); note
-  ``c_in x_t = x_hat / sqrt(sigma_e^2 + sigma_data^2)``, EDM's own ``c_in``. Samplers see
-  ``prediction = "x0"``.
-
-Conversions between prediction types go through :mod:`scoregen.models.prediction` only.
+depends on the log-SNR only; ``c_in x_t = x~ / sqrt(sigma_e^2 + sigma_data^2)`` is EDM's own
+``c_in`` on ``x~ = x_t / alpha``). The output ``F`` becomes the prediction by the model's
+parameterization, ``c_skip x_t + c_out F`` (eps, x0, v, or EDM's denoiser reported as x0):
+the formulas live with every other prediction-type rule in
+:mod:`scoregen.models.prediction` (:data:`~scoregen.models.prediction.PARAMETERIZATIONS`).
 """
 
 from __future__ import annotations
@@ -38,10 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from scoregen.infra.shape import batch_times, bcast
-from scoregen.models.prediction import Model, retarget
+from scoregen.models.prediction import Model, parameterization, retarget
 from scoregen.sde.base import SDE
-
-PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
 
 
 class ScoreModel(nn.Module):
@@ -59,41 +43,29 @@ class ScoreModel(nn.Module):
     def __init__(self, network: nn.Module, sde: SDE, prediction: str = "eps",
                  sigma_data: float = 0.5) -> None:
         super().__init__()
-        if prediction not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; known: "
-                             f"{', '.join(PARAMETERIZATIONS)}")
+        self._output = parameterization(prediction)
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         self.network = network
         self.sde = sde
         self.parameterization = prediction
-        self.prediction = "x0" if prediction == "edm" else prediction
+        self.prediction = self._output.reports
         self.sigma_data = float(sigma_data)
 
     def coefficients(self, t: Tensor) -> dict[str, Tensor]:
-        """``alpha, sigma, c_in, c_noise`` (and ``c_skip, c_out`` for EDM) at ``t: (B,)``.
-
-        Computed in float64 from the SDE, then returned in float64.
-        """
+        """``alpha, sigma, c_in, c_noise, c_skip, c_out`` at ``t: (B,)``, in float64 (``c_skip``
+        is ``None`` where the parameterization has no skip term)."""
         t64 = t.detach().to(torch.float64)
         alpha, sigma = self.sde.alpha(t64), self.sde.sigma(t64)
-        sd2 = self.sigma_data**2
-        c = {
+        c_skip, c_out = self._output.coefficients(alpha, sigma, self.sigma_data)
+        return {
             "alpha": alpha,
             "sigma": sigma,
-            "c_in": torch.rsqrt(alpha**2 * sd2 + sigma**2),
+            "c_in": torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2),
             "c_noise": -self.sde.log_snr(t64) / 4,
+            "c_skip": c_skip,
+            "c_out": c_out,
         }
-        if self.parameterization == "edm":
-            s2 = (sigma / alpha) ** 2
-            c["c_skip"] = sd2 / (s2 + sd2)
-            c["c_out"] = (sigma / alpha) * self.sigma_data * torch.rsqrt(s2 + sd2)
-        elif self.parameterization == "v":
-            c["c_out"] = torch.sqrt(alpha**2 + sigma**2 * sd2)
-        elif self.parameterization == "eps":
-            c["c_skip"] = sigma * c["c_in"] ** 2
-            c["c_out"] = alpha * self.sigma_data * c["c_in"]
-        return c
 
     @property
     def data_shape(self) -> tuple[int, ...] | None:
@@ -122,16 +94,7 @@ class ScoreModel(nn.Module):
                              "train it with model.num_classes, or sample without cond/--class")
         args = () if cond is None else (cond,)
         F = self.network(x_in, c["c_noise"].to(dtype), *args).to(x.dtype)
-        def coef(name: str) -> Tensor:
-            return bcast(c[name], x).to(x.dtype)
-
-        if self.parameterization == "edm":
-            return coef("c_skip") * (x / coef("alpha")) + coef("c_out") * F
-        if self.parameterization == "eps":
-            return coef("c_skip") * x + coef("c_out") * F
-        if self.parameterization == "v":
-            return coef("c_out") * F
-        return F
+        return self._output.output(x, F, c["alpha"], c["sigma"], self.sigma_data)
 
     def under(self, other_sde: SDE) -> Model:
         """This model under another SDE (log-SNR matching,

@@ -11,7 +11,14 @@ import importlib
 import pkgutil
 from typing import Any
 
-from scoregen.samplers.registry import SAMPLERS, register
+from scoregen.samplers.registry import (
+    SAMPLERS,
+    CapabilityError,
+    applicable,
+    check_applies,
+    missing,
+    register,
+)
 
 _INFRASTRUCTURE = {"registry"}
 for _mod in pkgutil.iter_modules(__path__):
@@ -25,7 +32,7 @@ def get(name: str) -> Any:
 
 
 def meta(name: str) -> dict[str, Any]:
-    """Declared ``order``, ``stochastic`` and ``nfe_per_step`` of a sampler."""
+    """Declared ``order``, ``stochastic``, ``nfe_per_step`` and ``requires`` of a sampler."""
     return SAMPLERS.meta(name)
 
 
@@ -34,4 +41,14 @@ def list() -> list[str]:
     return SAMPLERS.list()
 
 
-__all__ = ["SAMPLERS", "get", "list", "meta", "register"]
+__all__ = [
+    "SAMPLERS",
+    "CapabilityError",
+    "applicable",
+    "check_applies",
+    "get",
+    "list",
+    "meta",
+    "missing",
+    "register",
+]

@@ -23,16 +23,6 @@ from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
 
 
-def ddim_step(sde, pred, t: Tensor, s: Tensor, eta: float, noise) -> Tensor:
-    """One DDIM step from ``t`` to ``s`` given the prediction pair ``pred`` at ``t``."""
-    if s == 0:
-        return pred.x0
-    sigma_s = sde.sigma(s)
-    c = eta * sde.posterior(t, s)[2] if eta else sigma_s * 0
-    x = sde.alpha(s) * pred.x0 + (sigma_s**2 - c**2).clamp_min(0).sqrt() * pred.eps
-    return x + c * noise() if eta else x
-
-
 @register("ddim", order=1, stochastic=False, nfe_per_step=1)
 def ddim(denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, eta: float = 0.0,
          final: str = "jump") -> Tensor:

@@ -15,7 +15,11 @@ style)::
 
 Registration declares ``order`` (of convergence of the deterministic error, or strong order
 for SDE solvers), ``stochastic`` and ``nfe_per_step`` (``None`` when the solver chooses its
-own steps), so benchmarks compare at equal NFE and tests check the declared order.
+own steps), so benchmarks compare at equal NFE and tests check the declared order, and
+``requires``: the capabilities of the SDE it needs (:data:`scoregen.sde.base.CAPABILITIES`;
+by default the scalar kernel ``x_t = alpha x0 + sigma eps``, which every solver written in
+log-SNR or with the Gaussian posterior uses). :func:`check_applies` refuses an SDE that lacks
+one, naming it; the shared test suites pair SDEs and samplers by the same declarations.
 """
 
 from __future__ import annotations
@@ -24,15 +28,46 @@ from collections.abc import Callable
 from typing import Any
 
 from scoregen.infra.registry import Registry
+from scoregen.sde.base import CAPABILITIES, SCALAR_KERNEL, SDE
 
 SamplerFn = Callable[..., Any]
 SAMPLERS: Registry[SamplerFn] = Registry("sampler")
 
 
+class CapabilityError(ValueError):
+    """A sampler needs a capability the SDE does not offer; the message names it."""
+
+
 def register(
-    name: str, *, order: float, stochastic: bool, nfe_per_step: int | None, **meta: Any
+    name: str, *, order: float, stochastic: bool, nfe_per_step: int | None,
+    requires: tuple[str, ...] = (SCALAR_KERNEL,), **meta: Any
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Register a sampler function under ``name`` with its declared properties."""
+    unknown = sorted(set(requires) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(f"sampler {name!r} requires unknown capabilities {unknown}; known: "
+                         f"{', '.join(CAPABILITIES)}")
     return SAMPLERS.register(
-        name, order=order, stochastic=stochastic, nfe_per_step=nfe_per_step, **meta
+        name, order=order, stochastic=stochastic, nfe_per_step=nfe_per_step,
+        requires=frozenset(requires), **meta
     )
+
+
+def missing(name: str, sde: SDE) -> list[str]:
+    """The capabilities sampler ``name`` requires that ``sde`` does not offer (sorted)."""
+    return sorted(SAMPLERS.meta(name)["requires"] - sde.capabilities)
+
+
+def applicable(sde: SDE) -> list[str]:
+    """The registered samplers that run on ``sde``."""
+    return [name for name in SAMPLERS.list() if not missing(name, sde)]
+
+
+def check_applies(name: str, sde: SDE) -> None:
+    """Raise :class:`CapabilityError` unless sampler ``name`` runs on ``sde``."""
+    lacking = missing(name, sde)
+    if lacking:
+        what = "; ".join(f"{c}: {CAPABILITIES[c]}" for c in lacking)
+        raise CapabilityError(
+            f"sampler {name!r} needs what the SDE {sde.name!r} does not offer ({what}); "
+            f"samplers that run on {sde.name!r}: {', '.join(applicable(sde)) or '(none)'}")

@@ -22,11 +22,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scoregen.models.prediction import Model
-from scoregen.samplers import SAMPLERS
+from scoregen.samplers import SAMPLERS, check_applies
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import TUNED, check_grid, time_grid
 from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
-from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
+from scoregen.sampling.nfe_budget import check_plannable, steps_for_budget
 from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sampling.tuned_grids import TunedGrids, as_grids
 from scoregen.sde.base import SDE
@@ -132,6 +132,7 @@ def sample(
     refuses ``x_T`` of another event shape with a ``ValueError``.
     """
     fn = SAMPLERS.get(sampler)
+    check_applies(sampler, sde)
     check_options(sampler, fn, opts)
     if isinstance(shape_or_xT, Tensor):
         x = shape_or_xT
@@ -153,19 +154,17 @@ def sample(
     seeds = torch.as_tensor(seeds, dtype=torch.int64)
     if seeds.shape != (batch,):
         raise ValueError(f"seeds must have shape ({batch},), got {tuple(seeds.shape)}")
-    event = tuple((x.shape if x is not None else shape)[1:])
-    data_shape = getattr(model, "data_shape", None)
-    if data_shape is not None and event != tuple(data_shape):
-        raise ValueError(f"x_T has samples of shape {event}, but the model is for data of shape "
-                         f"{tuple(data_shape)}; pass (batch, {', '.join(map(str, data_shape))})")
+    # a shape is the data's; the process diffuses states of its own shape (SDE.state_shape)
+    event = tuple(x.shape[1:]) if x is not None else sde.state_shape(tuple(shape[1:]))
+    _check_state_shape(event, getattr(model, "data_shape", None), sde)
     noise = NoiseSource(seeds.to(device), event, dtype=dtype, device=device)
     if x is None:
-        x = sde.prior_std() * noise()
+        x = sde.prior_from_normal(noise())
     else:
         noise.count = 1  # draw 0 is reserved for x_T, whether drawn or given
 
     if ts is None:
-        ts = _plan_grid(fn, model, sde, x, seeds, sampler, steps, nfe, spacing, denoise,
+        ts = _plan_grid(sampler, sde, tuple(x.shape[1:]), steps, nfe, spacing, denoise,
                         grids, opts)
     elif nfe is not None:
         raise ValueError("give either an NFE budget nfe or an explicit time grid ts, not both")
@@ -191,6 +190,7 @@ def sample(
     if bar is not None:
         bar.close()
     x_out, info = (out if isinstance(out, tuple) else (out, {}))
+    x_out = sde.data_from_state(x_out)
     if check_finite and not torch.isfinite(x_out).all():
         bad = int((~torch.isfinite(x_out)).flatten(1).any(1).sum())
         raise NonFiniteSamplesError(
@@ -201,6 +201,19 @@ def sample(
     if isinstance(model, Guided):
         info["network_rows_per_sample"] = model.rows
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
+
+
+def _check_state_shape(event: tuple[int, ...], data_shape: tuple[int, ...] | None,
+                       sde: SDE) -> None:
+    """Refuse states that do not belong to the model's ``data_shape`` (when it declares one)."""
+    if data_shape is None:
+        return
+    expected = sde.state_shape(tuple(data_shape))
+    if event != expected:
+        state = "" if expected == tuple(data_shape) else f" (states {expected} under {sde.name})"
+        raise ValueError(f"x_T has samples of shape {event}, but the model is for data of shape "
+                         f"{tuple(data_shape)}{state}; pass (batch, "
+                         f"{', '.join(map(str, data_shape))})")
 
 
 @functools.cache
@@ -225,41 +238,41 @@ def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
             f"{', '.join(map(repr, unknown))}; its options: {', '.join(known) or '(none)'}")
 
 
-def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sampler: str,
-               steps: int | None, nfe: int | None, spacing: str, denoise: bool,
-               grids: TunedGrids | str | None, opts: dict[str, Any]) -> Tensor:
-    """The grid for ``steps``, or for the NFE budget ``nfe`` (counted on one sample)."""
+def grid_for(sampler: str, sde: SDE, steps: int, spacing: str = "auto", denoise: bool = True,
+             grids: TunedGrids | str | None = None, opts: dict[str, Any] | None = None
+             ) -> Tensor:
+    """The grid of ``steps`` intervals :func:`sample` uses: the model's tuned grid for
+    ``spacing="tuned"`` (from ``grids``), else :func:`~scoregen.sampling.grid.time_grid`."""
     if spacing == TUNED:
-        if grids is None:
-            raise ValueError("spacing='tuned' needs grids=: the run folder or TunedGrids "
-                             "written by `scoregen tune-grid`")
-        tuned = as_grids(grids)
-        if nfe is not None:
-            check_plannable(sampler)
-        return tuned.select(sampler, sde, opts, steps=steps, nfe=nfe)
+        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, steps=steps)
+    return time_grid(sde, steps, spacing, denoise=denoise)
+
+
+def _tuned_store(grids: TunedGrids | str | None) -> TunedGrids | str:
+    if grids is None:
+        raise ValueError("spacing='tuned' needs grids=: the run folder or TunedGrids "
+                         "written by `scoregen tune-grid`")
+    return grids
+
+
+def _plan_grid(sampler: str, sde: SDE, state_shape: tuple[int, ...], steps: int | None,
+               nfe: int | None, spacing: str, denoise: bool, grids: TunedGrids | str | None,
+               opts: dict[str, Any]) -> Tensor:
+    """The grid for ``steps``, or for the NFE budget ``nfe`` (:mod:`scoregen.sampling.nfe_budget`;
+    a tuned store selects by the NFE it recorded)."""
     if nfe is None:
         if steps is None:
             raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
-        return time_grid(sde, steps, spacing, denoise=denoise)
-    per_step = check_plannable(sampler)
-    probe_x = x[:1].clone()
+        return grid_for(sampler, sde, steps, spacing, denoise, grids, opts)
+    if spacing == TUNED:
+        check_plannable(sampler)
+        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, nfe=nfe)
 
-    def run(k: int) -> int:
-        denoiser = Denoiser(model, sde)
-        noise = NoiseSource(seeds[:1].to(x.device), tuple(x.shape[1:]), dtype=x.dtype,
-                            device=x.device)
-        noise.count = 1
-        grid = check_grid(time_grid(sde, k, spacing, denoise=denoise), sde).to(x.device)
-        with torch.no_grad():
-            fn(denoiser, sde, probe_x, grid, noise=noise, callback=_ignore, **opts)
-        return denoiser.nfe
+    def grid_at(k: int) -> Tensor:
+        return grid_for(sampler, sde, k, spacing, denoise, grids, opts)
 
-    planned = plan_steps(count_nfe(run), nfe, per_step)
+    planned = steps_for_budget(sampler, sde, nfe, grid_at, state_shape, opts)
     if planned is None:
         raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE; give a "
                          "larger nfe")
-    return time_grid(sde, planned, spacing, denoise=denoise)
-
-
-def _ignore(*_: Any) -> None:
-    """A callback that does nothing (NFE planning runs)."""
+    return grid_at(planned)

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.shape import batch_times
-from scoregen.models.prediction import Model, Prediction, check_model, to_x0_eps
-from scoregen.sde.base import SDE
+from scoregen.models.prediction import Model, Prediction, check_model, predict_pair, to_x0_eps
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 
 class Denoiser:
@@ -23,8 +23,10 @@ class Denoiser:
 
     ``nfe`` grows by one per call, i.e. per network evaluation on a batch; samplers never
     estimate it. ``t`` may be a scalar or ``(B,)``. A model with a ``predict_pair(x, t)``
-    method (a guided model, :class:`scoregen.sampling.guidance.Guided`) gives the pair directly, so
-    guidance and thresholding reach every sampler through this one call.
+    method (guided, inpainted or re-targeted models) gives the pair directly, so those
+    wrappers reach every sampler through this one call
+    (:func:`scoregen.models.prediction.predict_pair`); a plain model's output is converted
+    once, with ``alpha`` and ``sigma`` of the sampler's grid times computed once per time.
     """
 
     def __init__(self, model: Model, sde: SDE) -> None:
@@ -33,25 +35,24 @@ class Denoiser:
         self.sde = sde
         self.kind = model.prediction
         self.nfe = 0
+        self._wrapper = hasattr(model, "predict_pair")  # gives the pair itself
+        self._scalar_kernel = SCALAR_KERNEL in sde.capabilities
         self._coefficients: dict[tuple, tuple[Tensor, Tensor]] = {}  # (t, dtype, device)
         self._grid: dict[float, tuple[float, float]] = {}
 
     def __call__(self, x: Tensor, t: Tensor) -> Prediction:
         tb = batch_times(t, x)
-        pair_fn = getattr(self.model, "predict_pair", None)
-        if pair_fn is not None:
-            self.nfe += 1
-            return pair_fn(x, tb)
-        out = self.model(x, tb)
         self.nfe += 1
+        scalar_time = (isinstance(t, Tensor) and t.ndim == 0) or isinstance(t, float)
+        if not (scalar_time and self._scalar_kernel) or self._wrapper:
+            return predict_pair(self.model, x, tb)
+        out = self.model(x, tb)  # the common case: one network, one time for the batch
         if out.shape != x.shape:
             raise ValueError(
                 f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}"
             )
-        if (isinstance(t, Tensor) and t.ndim == 0) or isinstance(t, float):
-            alpha, sigma = self._scalar_coefficients(float(t), x)
-            return to_x0_eps(out, self.kind, x, alpha, sigma)
-        return to_x0_eps(out, self.kind, x, self.sde.alpha(tb), self.sde.sigma(tb))
+        alpha, sigma = self._scalar_coefficients(float(t), x)
+        return to_x0_eps(out, self.kind, x, alpha, sigma)
 
     def precompute(self, ts: Tensor, alpha: Tensor | Sequence[float] | None = None,
                    sigma: Tensor | Sequence[float] | None = None) -> None:

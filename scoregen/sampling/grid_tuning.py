@@ -97,7 +97,8 @@ def teacher_trajectories(model: Model, sde: SDE, shape: tuple[int, ...], n: int 
     if n < 2:
         raise ValueError(f"need at least 2 teacher trajectories, got n={n}")
     states: list[Tensor] = []
-    x_T = sde.prior_std() * NoiseSource(seeds_for(n, seed), tuple(shape), dtype, device).draw(0)
+    x_T = sde.prior_from_normal(
+        NoiseSource(seeds_for(n, seed), sde.state_shape(tuple(shape)), dtype, device).draw(0))
     states.append(x_T)
     name, opts = TEACHER
     res = sample(model, sde, x_T.clone(), name, teacher_steps, spacing="logsnr",

@@ -32,10 +32,11 @@ is one network call on ``2B`` rows, so it costs about twice an unguided evaluati
 :attr:`Guided.rows` counts rows evaluated per sample (``2`` per CFG call), and
 :func:`scoregen.sample` reports it as ``info["network_rows_per_sample"]``.
 
-:class:`Guided` follows :class:`scoregen.models.prediction.Model` (it is an unconditional model to
-everything downstream, peers included) and also gives the pair directly
-(:meth:`Guided.predict_pair`), which :class:`~scoregen.sampling.denoiser.Denoiser` uses to avoid a
-round trip through the prediction type.
+:class:`Guided` follows :class:`scoregen.models.prediction.Model` (it is an unconditional model
+to everything downstream, peers included) and also gives the pair directly
+(:meth:`Guided.predict_pair`), which :class:`~scoregen.sampling.denoiser.Denoiser` uses: the
+network's outputs are converted to pairs once and combined as pairs, never round-tripped
+through the prediction type.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.shape import batch_times, bcast
-from scoregen.models.prediction import Model, Prediction, check_model, from_x0_eps, to_x0_eps
+from scoregen.models.prediction import (
+    Model,
+    Prediction,
+    check_model,
+    output_from_pair,
+    predict_pair,
+)
 from scoregen.sde.base import SDE
 
 Classifier = Callable[[Tensor, Tensor], Tensor]  # (x (B, *D), t (B,)) -> logits (B, C)
@@ -152,9 +159,10 @@ class Guided:
             self.labels = check_labels(y, int(y.max()) + 1 if y.numel() else 1, batch)
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _call(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    def _pair(self, x: Tensor, t: Tensor, y: Tensor | None) -> Prediction:
+        """The pair of the model inside (labels ``y``, or none), converted once."""
         self.rows += x.shape[0] / max(self._batch, 1)
-        return self.model(x, t) if y is None else self.model(x, t, cond=y)
+        return predict_pair(self.model, x, t, y)
 
     def _null(self, like: Tensor) -> Tensor | None:
         return None if self.n_classes is None else torch.full_like(like, self.n_classes)
@@ -166,10 +174,6 @@ class Guided:
             w = torch.where((t >= lo) & (t <= hi), w, torch.ones_like(w))
         return w
 
-    def _eps(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
-        return to_x0_eps(out, self.prediction, x, self.sde.alpha(t).to(x.dtype),
-                         self.sde.sigma(t).to(x.dtype)).eps
-
     def _log_p_y_grad(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """``grad_x log p_t(y | x)`` of the classifier (autograd, also under ``no_grad``)."""
         with torch.enable_grad():
@@ -179,24 +183,35 @@ class Guided:
             (grad,) = torch.autograd.grad(logp.sum(), xg)
         return grad
 
-    def guided_eps(self, x: Tensor, t: Tensor) -> Tensor:
-        """``eps_w(x, t)`` (module docstring), ``x: (B, *D)``, ``t: (B,)``."""
+    def guided_pair(self, x: Tensor, t: Tensor) -> Prediction:
+        """The guided ``(x0_hat, eps_hat)`` (module docstring), ``x: (B, *D)``, ``t: (B,)``.
+
+        Both halves of classifier-free guidance are pairs at the same ``x_t``, and ``x_t =
+        alpha x0 + sigma eps`` is linear, so ``eps_w = eps_u + w (eps_c - eps_u)`` and ``x0_w =
+        x0_u + w (x0_c - x0_u)`` are one consistent pair: no conversion after the network's."""
         y, g = self.labels, self.guidance
         if y is None:
-            return self._eps(self._call(x, t, None), x, t)
+            return self._pair(x, t, None)
         y = y.to(x.device)
         w = self._scale(t)
         if g.classifier is not None:
-            eps_u = self._eps(self._call(x, t, self._null(y)), x, t)
-            sigma = self.sde.sigma(t).to(x.dtype)
-            return eps_u - bcast(w * sigma, x) * self._log_p_y_grad(x, t, y)
+            u = self._pair(x, t, self._null(y))  # s_w = s_u + w grad log p_t(y | x)
+            score = self.sde.score_from_eps(u.eps, t) + bcast(w.to(x.dtype), x) * \
+                self._log_p_y_grad(x, t, y)
+            eps = self.sde.eps_from_score(x, t, score)
+            return Prediction(self.sde.x0_from_eps(x, t, eps), eps)
         if bool((w == 1).all()):
-            return self._eps(self._call(x, t, y), x, t)
+            return self._pair(x, t, y)
         if bool((w == 0).all()):
-            return self._eps(self._call(x, t, self._null(y)), x, t)
-        out = self._call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, self._null(y)]))
-        eps_c, eps_u = self._eps(out, torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-        return eps_u + bcast(w, x) * (eps_c - eps_u)
+            return self._pair(x, t, self._null(y))
+        both = self._pair(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, self._null(y)]))
+        (x0_c, x0_u), (eps_c, eps_u) = both.x0.chunk(2), both.eps.chunk(2)
+        wb = bcast(w.to(x.dtype), x)
+        return Prediction(x0_u + wb * (x0_c - x0_u), eps_u + wb * (eps_c - eps_u))
+
+    def guided_eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """``eps_w(x, t)`` (module docstring), ``x: (B, *D)``, ``t: (B,)``."""
+        return self.guided_pair(x, t).eps
 
     def predict_pair(self, x: Tensor, t: Tensor) -> Prediction:
         """The guided ``(x0_hat, eps_hat)``, thresholded if asked."""
@@ -205,18 +220,15 @@ class Guided:
         if self.labels is not None and self.labels.shape[0] != x.shape[0]:
             raise ValueError(f"the model was given {self.labels.shape[0]} labels but called on "
                              f"a batch of {x.shape[0]}")
-        alpha, sigma = self.sde.alpha(t).to(x.dtype), self.sde.sigma(t).to(x.dtype)
-        pair = to_x0_eps(self.guided_eps(x, t), "eps", x, alpha, sigma)
+        pair = self.guided_pair(x, t)
         if self.guidance.threshold is None:
             return pair
         x0 = dynamic_threshold(pair.x0, self.guidance.threshold, self.guidance.max_value)
-        return Prediction(x0, (x - bcast(alpha, x) * x0) / bcast(sigma, x))
+        return Prediction(x0, self.sde.eps_from_x0(x, t, x0))
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         t = batch_times(t, x)
-        pair = self.predict_pair(x, t)
-        return from_x0_eps(pair, self.prediction, self.sde.alpha(t).to(x.dtype),
-                           self.sde.sigma(t).to(x.dtype))
+        return output_from_pair(self.predict_pair(x, t), self.prediction, x, t, self.sde)
 
 
 def dynamic_threshold(x0: Tensor, p: float, max_value: float = 1.0) -> Tensor:

@@ -37,8 +37,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scoregen.infra.registry import Registry
-from scoregen.infra.shape import batch_times, bcast
-from scoregen.models.prediction import Model, Prediction, check_model, from_x0_eps, to_x0_eps
+from scoregen.infra.shape import batch_times
+from scoregen.models.prediction import (
+    Model,
+    Prediction,
+    check_model,
+    output_from_pair,
+    predict_pair,
+)
 from scoregen.samplers import SAMPLERS
 from scoregen.sampling.api import SampleResult, sample
 from scoregen.sampling.denoiser import Denoiser
@@ -146,19 +152,14 @@ class Imputed:
         if x.shape != self.known.shape:
             raise ValueError(f"inpainting was set up for a batch {tuple(self.known.shape)}, "
                              f"called with {tuple(x.shape)}")
-        alpha, sigma = self.sde.alpha(t).to(x.dtype), self.sde.sigma(t).to(x.dtype)
         z = self.noise() if self.fresh else self._z
-        x_in = torch.where(self.mask, bcast(alpha, x) * self.known + bcast(sigma, x) * z, x)
-        pair_fn = getattr(self.model, "predict_pair", None)
-        pair = pair_fn(x_in, t) if pair_fn is not None else to_x0_eps(
-            self.model(x_in, t), self.prediction, x_in, alpha, sigma)
-        x0 = torch.where(self.mask, self.known, pair.x0)
-        return Prediction(x0, (x - bcast(alpha, x) * x0) / bcast(sigma, x))
+        x_in = torch.where(self.mask, self.sde.perturb(self.known, t, z), x)
+        x0 = torch.where(self.mask, self.known, predict_pair(self.model, x_in, t).x0)
+        return Prediction(x0, self.sde.eps_from_x0(x, t, x0))
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         t = batch_times(t, x)
-        return from_x0_eps(self.predict_pair(x, t), self.prediction,
-                           self.sde.alpha(t).to(x.dtype), self.sde.sigma(t).to(x.dtype))
+        return output_from_pair(self.predict_pair(x, t), self.prediction, x, t, self.sde)
 
 
 def renoise(sde: SDE, x_s: Tensor, s: Tensor, t: Tensor, z: Tensor) -> Tensor:
@@ -234,7 +235,7 @@ def inpaint(
     noise = NoiseSource(seeds, tuple(known.shape[1:]), known.dtype, known.device)
     denoiser = Denoiser(imputed, sde)
     fn = SAMPLERS.get(sampler)
-    x = sde.prior_std() * noise()
+    x = sde.prior_from_normal(noise())
     start = time.perf_counter()
     segments = range(0, len(ts) - 1, jump)
     with torch.no_grad():

@@ -11,8 +11,12 @@ NFE is the same as any batch's for a fixed-step sampler) and searches::
     while count(steps + 1) <= budget:                       steps += 1
 
 ``count`` returns ``None`` for a step count the sampler refuses (e.g. a tuned grid that does
-not exist). :func:`count_nfe` is that function for a registered sampler;
-``scoregen.sample(..., nfe=N)`` and ``scoregen compare`` both plan through here.
+not exist). For a registered sampler the count is :func:`sampler_nfe`: the sampler runs on one
+sample with a model that predicts ``eps = 0`` and costs nothing (the NFE of a fixed-step
+sampler does not depend on the model's values), and :func:`steps_for_budget` is the whole
+plan; ``scoregen.sample(..., nfe=N)`` and ``scoregen compare`` both plan through it (peer
+libraries' samplers, which do not run through the registry, are counted the same way by
+running them).
 Self-stepping samplers (``nfe_per_step=None``) have no step count: :func:`check_plannable`
 says so and names their tolerance options.
 """
@@ -20,8 +24,16 @@ says so and names their tolerance options.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
 
 from scoregen.samplers import SAMPLERS
+from scoregen.sampling.denoiser import Denoiser
+from scoregen.sampling.grid import check_grid
+from scoregen.sampling.noise import NoiseSource
+from scoregen.sde.base import SDE
 
 CountFn = Callable[[int], "int | None"]
 
@@ -66,4 +78,46 @@ def count_nfe(run: Callable[[int], int]) -> CountFn:
     return count
 
 
-__all__ = ["check_plannable", "count_nfe", "plan_steps"]
+class _NoNetwork:
+    """A model predicting ``eps = 0`` for every input: no network, the same NFE."""
+
+    prediction = "eps"
+
+    def __init__(self, sde: SDE) -> None:
+        self.sde = sde
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+
+def sampler_nfe(sampler: str, sde: SDE, ts: Tensor, state_shape: tuple[int, ...],
+                opts: dict[str, Any] | None = None) -> int:
+    """The NFE registered ``sampler`` spends on the grid ``ts`` with options ``opts``, counted by
+    running it on one sample of states ``state_shape`` with :class:`_NoNetwork`."""
+    fn = SAMPLERS.get(sampler)
+    denoiser = Denoiser(_NoNetwork(sde), sde)
+    noise = NoiseSource(torch.zeros(1, dtype=torch.int64), tuple(state_shape), torch.float64)
+    x = sde.prior_from_normal(noise())
+    with torch.no_grad():
+        fn(denoiser, sde, x, check_grid(ts, sde), noise=noise, callback=_ignore, **(opts or {}))
+    return denoiser.nfe
+
+
+def steps_for_budget(sampler: str, sde: SDE, budget: int, grid_at: Callable[[int], Tensor],
+                     state_shape: tuple[int, ...], opts: dict[str, Any] | None = None
+                     ) -> int | None:
+    """The step count of ``sampler`` whose NFE on the grid ``grid_at(steps)`` is the largest
+    ``<= budget`` (``None`` if none fits); self-stepping samplers are refused."""
+    per_step = check_plannable(sampler)
+
+    def run(steps: int) -> int:
+        return sampler_nfe(sampler, sde, grid_at(steps), state_shape, opts)
+
+    return plan_steps(count_nfe(run), budget, per_step)
+
+
+def _ignore(*_: Any) -> None:
+    """A callback that does nothing."""
+
+
+__all__ = ["check_plannable", "count_nfe", "plan_steps", "sampler_nfe", "steps_for_budget"]

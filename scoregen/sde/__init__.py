@@ -1,19 +1,23 @@
 """SDE library: ``get("vp", beta_max=20)``, ``list()``, ``register("name")(cls)``.
 
-Every registered SDE is a subclass of :class:`SDE`; see ``docs/adding-an-sde.md``.
+Every registered SDE is a subclass of :class:`SDE`; see ``docs/adding-an-sde.md``. Each
+module of this package is imported here (so a new file registers itself with no edit
+here), like the samplers.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from scoregen.sde.base import SDE
-from scoregen.sde.ddpm import DiscreteVPSDE, linear_betas
-from scoregen.sde.linear import LinearSDE
 from scoregen.sde.registry import SDES, register
-from scoregen.sde.subvp import SubVPSDE
-from scoregen.sde.ve import VESDE
-from scoregen.sde.vp import VPSDE, CosineVPSDE, VariancePreserving
+
+_INFRASTRUCTURE = {"base", "registry"}
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name not in _INFRASTRUCTURE and not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 
 def get(name: str, **kwargs: Any) -> SDE:
@@ -38,19 +42,4 @@ def from_config(config: dict[str, Any]) -> SDE:
     return get(config["name"], **kwargs)
 
 
-__all__ = [
-    "SDE",
-    "SDES",
-    "VESDE",
-    "VPSDE",
-    "CosineVPSDE",
-    "DiscreteVPSDE",
-    "LinearSDE",
-    "SubVPSDE",
-    "VariancePreserving",
-    "from_config",
-    "get",
-    "linear_betas",
-    "list",
-    "register",
-]
+__all__ = ["SDE", "SDES", "from_config", "get", "list", "register"]

@@ -15,6 +15,18 @@ diffusion coefficients follow from them (Kingma et al. 2021, eq. 21-22 / app. A)
 and are derived here by autograd unless the subclass gives a closed form. Everything else
 (marginal sampling, log-SNR, prior, reverse-SDE and probability-flow drifts) lives once in
 this class.
+
+**The kernel as operations.** Samplers, losses and conversions do not read ``alpha`` and
+``sigma`` to perturb data or to undo a perturbation: they ask the process (:meth:`SDE.perturb`,
+:meth:`SDE.x0_from_eps`, :meth:`SDE.eps_from_x0`, :meth:`SDE.eps_from_score`,
+:meth:`SDE.score_from_eps`, :meth:`SDE.prior_from_normal`, :meth:`SDE.prior_logp`,
+:meth:`SDE.state_shape`, :meth:`SDE.data_from_state`). The scalar kernel above is the default
+implementation of every one of them; a process with an augmented state (critically-damped
+Langevin), a per-frequency schedule (blurring) or a learned schedule overrides what it must.
+What a process offers beyond the generic reverse SDE is declared in :attr:`SDE.capabilities`
+(:data:`CAPABILITIES`); samplers declare what they require, and
+:func:`scoregen.sampling.api.sample` refuses a pair that does not fit with a message naming
+the missing capability.
 """
 
 from __future__ import annotations
@@ -31,6 +43,15 @@ from scoregen.infra.shape import bcast
 
 Params = dict[str, Any]
 CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that check their times
+
+SCALAR_KERNEL = "scalar_kernel"
+#: What a process may offer beyond drift, diffusion, the prior and the kernel operations
+#: (which every process has), and what needs it.
+CAPABILITIES: dict[str, str] = {
+    SCALAR_KERNEL: "a perturbation kernel x_t = alpha(t) x0 + sigma(t) eps with scalar alpha "
+                   "and sigma, so log-SNR is defined (exponential integrators, DDIM, ancestral "
+                   "steps, log-SNR grids, re-targeting)",
+}
 
 
 def _checked_times(method: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, Tensor], Tensor]:
@@ -56,6 +77,9 @@ class SDE:
     with the same shape and dtype.
 
     Attributes:
+        name: the registry key, set by :func:`scoregen.sde.registry.register`.
+        capabilities: what the process offers (:data:`CAPABILITIES`); the scalar kernel for
+            every subclass that keeps the default kernel operations.
         T: final time of the forward process; the prior lives there.
         t_min: smallest time samplers integrate to and training samples (the model is never
             asked for ``t < t_min``); the valid time range of the process is ``[0, T]``.
@@ -67,6 +91,7 @@ class SDE:
 
     name: str = "sde"
     default_spacing: str = "logsnr"
+    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every ``alpha``/``sigma``/``f``/``g2``/``log_snr`` a subclass defines checks its
@@ -171,13 +196,49 @@ class SDE:
         self.check_t(t)
         return self.alpha(t), self.sigma(t)
 
-    def marginal(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """A sample of ``x_t | x_0``: ``alpha(t) x0 + sigma(t) eps`` (Song et al. 2021, eq. 29)."""
-        if eps.shape != x0.shape:
+    # -- the perturbation kernel as operations (module docstring) ---------------------------
+    def perturb(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """A sample of ``x_t | x_0``: ``alpha(t) x0 + sigma(t) eps`` (Song et al. 2021, eq. 29).
+
+        ``x0: (B, *D)``, ``eps: (B, *state_shape(D))``, ``t: ()`` or ``(B,)``."""
+        if eps.shape[1:] != self.state_shape(tuple(x0.shape[1:])) or len(eps) != len(x0):
             raise ValueError(f"eps has shape {tuple(eps.shape)} but x0 has {tuple(x0.shape)}")
         t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
         alpha, sigma = self.marginal_params(t)
         return bcast(alpha, x0) * x0 + bcast(sigma, x0) * eps
+
+    def x0_from_eps(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """The ``x0`` with ``perturb(x0, t, eps) = x``: ``(x - sigma eps) / alpha``."""
+        alpha, sigma = self._coefficients_like(t, x)
+        return (x - sigma * eps) / alpha
+
+    def eps_from_x0(self, x: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """The ``eps`` with ``perturb(x0, t, eps) = x``: ``(x - alpha x0) / sigma``."""
+        alpha, sigma = self._coefficients_like(t, x)
+        return (x - alpha * x0) / sigma
+
+    def score_from_eps(self, eps: Tensor, t: Tensor) -> Tensor:
+        """Score of the perturbation kernel at ``perturb(x0, t, eps)``: ``-eps / sigma(t)``;
+        with ``eps_hat = E[eps | x_t]`` it is ``grad log p_t(x)`` (Vincent 2011)."""
+        return -eps / bcast(self.sigma(torch.as_tensor(t)), eps)
+
+    def eps_from_score(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Inverse of :meth:`score_from_eps`: ``eps = -sigma(t) score``."""
+        return -bcast(self.sigma(torch.as_tensor(t)), x) * score
+
+    def state_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Event shape of the diffusing state for data of event shape ``data_shape``: the same
+        here (an augmented process such as critically-damped Langevin enlarges it)."""
+        return tuple(data_shape)
+
+    def data_from_state(self, x: Tensor) -> Tensor:
+        """The data part ``(B, *D)`` of a state ``(B, *state_shape(D))``: all of it here."""
+        return x
+
+    def _coefficients_like(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``alpha(t)``, ``sigma(t)`` broadcast against ``x`` in its dtype."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        return bcast(self.alpha(t), x), bcast(self.sigma(t), x)
 
     # -- Gaussian transitions between two times ---------------------------------------------
     def transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -208,6 +269,11 @@ class SDE:
         """Standard deviation of the isotropic Gaussian prior at ``T`` (``sigma(T)``)."""
         return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
 
+    def prior_from_normal(self, z: Tensor) -> Tensor:
+        """A prior sample from a standard normal draw ``z`` of the state's shape:
+        ``prior_std * z`` (samplers draw ``z`` from their per-sample noise stream)."""
+        return self.prior_std() * z
+
     def prior_sample(
         self,
         shape: tuple[int, ...],
@@ -215,9 +281,9 @@ class SDE:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        """Draw ``x_T ~ N(0, prior_std^2 I)`` of the given ``(B, *D)`` shape."""
+        """Draw ``x_T`` of the given ``(B, *state)`` shape (:meth:`prior_from_normal`)."""
         z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        return self.prior_std() * z
+        return self.prior_from_normal(z)
 
     def prior_logp(self, x: Tensor) -> Tensor:
         """``log N(x; 0, prior_std^2 I)`` summed over all but the batch dimension: ``(B,)``."""
@@ -234,10 +300,6 @@ class SDE:
     def ode_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
         """Probability-flow ODE ``dx/dt = f x - g^2 score / 2`` (Song et al. 2021, eq. 13)."""
         return self.drift(x, t) - 0.5 * bcast(self.g2(t), x) * score
-
-    def score_from_eps(self, eps: Tensor, t: Tensor) -> Tensor:
-        """``grad log p_t(x) = -E[eps | x_t] / sigma(t)``."""
-        return -eps / bcast(self.sigma(t), eps)
 
     # -- identity, serialisation -------------------------------------------------------------------
     def params(self) -> Params:

@@ -18,8 +18,6 @@ from scoregen.sde.registry import register
 class LinearSDE(SDE):
     """``alpha(t) = 1 - t``, ``sigma(t) = t`` on ``[0, T]``."""
 
-    name = "linear"
-
     def __init__(self, T: float = 0.999, t_min: float = 1e-3) -> None:
         if T >= 1:
             raise ValueError(f"linear needs T < 1 (alpha(1) = 0), got T={T}")

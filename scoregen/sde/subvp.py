@@ -21,8 +21,6 @@ from scoregen.sde.vp import LinearBeta
 class SubVPSDE(LinearBeta, SDE):
     """Sub-variance-preserving SDE with linear ``beta(t)``."""
 
-    name = "subvp"
-
     def __init__(
         self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, t_min: float = 1e-3
     ) -> None:

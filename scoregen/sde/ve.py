@@ -23,8 +23,6 @@ from scoregen.sde.registry import register
 class VESDE(SDE):
     """Variance-exploding SDE with a geometric noise schedule."""
 
-    name = "ve"
-
     def __init__(
         self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, t_min: float = 1e-5
     ) -> None:

@@ -80,8 +80,6 @@ class LinearBeta:
 class VPSDE(LinearBeta, VariancePreserving):
     """Continuous DDPM: ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`` (Song et al. 2021, eq. 11)."""
 
-    name = "vp"
-
     def __init__(
         self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, t_min: float = 1e-3
     ) -> None:
@@ -110,8 +108,6 @@ class VPSDE(LinearBeta, VariancePreserving):
 @register("vp-cosine")
 class CosineVPSDE(VariancePreserving):
     """VP process with the cosine schedule of Nichol & Dhariwal 2021 (eq. 17)."""
-
-    name = "vp-cosine"
 
     def __init__(self, s: float = 0.008, T: float = 0.9946, t_min: float = 1e-3) -> None:
         if T >= 1.0:

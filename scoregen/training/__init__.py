@@ -3,7 +3,8 @@
 The stage between the core (SDEs, models, samplers) and evaluation:
 
 - :mod:`~scoregen.training.config`: typed, validated run configs (YAML/TOML/JSON, ``--set``).
-- :mod:`~scoregen.training.losses`: denoising score matching and the discrete DDPM loss.
+- :mod:`~scoregen.training.objectives`: registered objectives, one file each (denoising
+  score matching, the discrete DDPM loss, ...).
 - :mod:`~scoregen.training.trainer`: the training loop (EMA, clipping, NaN stop).
 - :mod:`~scoregen.training.build`: :func:`build_trainer`, a run assembled from a config.
 - :mod:`~scoregen.training.device`, :mod:`~scoregen.training.csv_log`: device, threads and

@@ -43,6 +43,7 @@ class Batch:
         keys: ``(b,)`` int64 keys; further per-example draws use
             ``NoiseSource(keys, shape).draw(j)`` with ``j >= 1`` (draw 1: label dropout).
         cond: ``(b,)`` class labels of a class-conditional run (after label dropout).
+        step: the optimizer step the batch belongs to (schedules of some objectives).
     """
 
     x0: Tensor
@@ -51,6 +52,7 @@ class Batch:
     index: Tensor
     keys: Tensor
     cond: Tensor | None = None
+    step: int = 0
 
 
 def example_keys(seed: int, step: int, index: Tensor) -> Tensor:
@@ -65,7 +67,7 @@ def draw_batch(x0: Tensor, seed: int, step: int, index: Tensor) -> Batch:
     z = NoiseSource(keys, (1 + x0[0].numel(),), torch.float64, x0.device).draw(0)
     u = torch.special.ndtr(z[:, 0]).clamp(_U_EPS, 1 - _U_EPS)
     eps = z[:, 1:].to(x0.dtype).reshape(x0.shape)
-    return Batch(x0, u, eps, index, keys)
+    return Batch(x0, u, eps, index, keys, step=step)
 
 
 class EpochOrder:

@@ -1,4 +1,4 @@
-"""A run from a validated config: data, SDE, model, loss, trainer and the run folder.
+"""A run from a validated config: data, SDE, model, objective, trainer and the run folder.
 
 :func:`build_trainer` assembles a :class:`~scoregen.training.trainer.Trainer` from a
 :class:`~scoregen.training.config.Config` and applies the run folder's rules
@@ -62,7 +62,7 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     from scoregen.models import build_network
     from scoregen.sde import get as get_sde
     from scoregen.training.config import save_config
-    from scoregen.training.losses import loss_for
+    from scoregen.training.objectives import build_objective
 
     out = Path(out_dir if out_dir is not None else cfg.train.out)
     if resume and overwrite:
@@ -94,14 +94,13 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
             raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
                              f"shape {shape} with options {cfg.model.options}: {err}") from None
         model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
-        loss = loss_for(sde, cfg.loss.kind, cfg.loss.weighting, cfg.loss.t_sampling,
-                        cfg.model.sigma_data, p_mean=cfg.loss.p_mean, p_std=cfg.loss.p_std)
+        objective = build_objective(cfg.objective.name, sde, **cfg.objective.options)
         options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
                                           "workers": cfg.data.workers})
         reference = (data[:2000] if isinstance(data, Tensor) else
                      torch.stack([data[i] for i in range(min(2000, len(data)))])
                      ) if shape == (2,) else None
-        trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
+        trainer = Trainer(model, data, objective, options, out, cfg.to_dict(),
                           make_sample_fn(cfg, out, reference, device), labels=labels)
         trainer.lock = lock
         if resume and has_checkpoints(out):

@@ -99,10 +99,13 @@ def save_checkpoint(
     rng: dict[str, Tensor] | None = None,
     run_config: dict[str, Any] | None = None,
     keep: int | None = None,
+    objective: nn.Module | None = None,
 ) -> Path:
     """Write ``root/step_XXXXXX`` atomically, point ``root/LATEST`` at it, keep the newest
     ``keep`` checkpoints. ``model`` (and ``ema``) must have a ``config()`` method
-    (:class:`~scoregen.models.ScoreModel`). Returns the checkpoint folder."""
+    (:class:`~scoregen.models.ScoreModel`); the training objective's own state (e.g. a target
+    network), when it has one, is saved as the group ``objective``. Returns the checkpoint
+    folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -110,6 +113,9 @@ def save_checkpoint(
     if ema is not None:
         tensors.update({f"ema.{k}": v.detach().cpu().contiguous()
                         for k, v in ema.state_dict().items()})
+    objective_state = {} if objective is None else objective.state_dict()
+    tensors.update({f"objective.{k}": v.detach().cpu().contiguous()
+                    for k, v in objective_state.items()})
     optim_meta = None
     if optimizer is not None:
         opt_tensors, optim_meta = _flatten_optimizer(optimizer)
@@ -125,6 +131,7 @@ def save_checkpoint(
         "step": int(step),
         "model": model.config(),
         "has_ema": ema is not None,
+        "has_objective_state": bool(objective_state),
         "optimizer": optim_meta,
         "run_config": run_config,
         "versions": {"scoregen": __version__, "torch": torch.__version__},

@@ -1,9 +1,11 @@
-"""Typed run configuration: ``data``, ``sde``, ``model``, ``loss``, ``train``, ``sample``.
+"""Typed run configuration: ``data``, ``sde``, ``model``, ``objective``, ``train``, ``sample``.
 
 A config file (YAML, TOML or JSON) holds up to these six sections; every key is checked
 against a dataclass here, and registry-specific keys (an SDE's ``beta_max``, a network's
-``width``, a dataset's ``root``, a sampler's ``eta``) against the registered constructor's
-signature. Errors name the key: ``train.lr: must be > 0``, ``unknown key 'trian' in
+``width``, a dataset's ``root``, an objective's ``weighting``, a sampler's ``eta``) against
+the registered constructor's signature, so each choice is written once, where it is
+implemented. A ``loss`` section of earlier run configs (``kind``, ``weighting``, ...) is read as
+the ``objective`` it names. Errors name the key: ``train.lr: must be > 0``, ``unknown key 'trian' in
 config (did you mean 'train'?)``.
 
 Overrides use dotted keys, ``apply_overrides(raw, ["train.steps=200", "sde.name=ve"])``,
@@ -26,6 +28,8 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from scoregen.models.prediction import PARAMETERIZATIONS
 
 
 class ConfigError(ValueError):
@@ -56,8 +60,9 @@ class SDEConfig:
 
 @dataclass
 class ModelConfig:
-    """``network`` of ``scoregen.models.NETWORKS``, ``prediction`` (eps, x0, v, edm),
-    ``sigma_data``; other keys are the network's options."""
+    """``network`` of ``scoregen.models.NETWORKS``, ``prediction`` (a parameterization of
+    :mod:`scoregen.models.prediction`: eps, x0, v, edm), ``sigma_data``; other keys are the
+    network's options."""
 
     network: str = "mlp"
     prediction: str = "eps"
@@ -66,16 +71,13 @@ class ModelConfig:
 
 
 @dataclass
-class LossConfig:
-    """See :mod:`scoregen.training.losses`: ``kind`` (auto, dsm, ddpm), ``weighting`` (sigma2,
-    likelihood, edm), ``t_sampling`` (uniform, importance, lognormal), EDM's ``p_mean``,
-    ``p_std``."""
+class ObjectiveConfig:
+    """``name``: an objective of :mod:`scoregen.training.objectives` (``auto``: ``ddpm`` on the
+    discrete DDPM process, ``dsm`` otherwise); other keys are its options (e.g. ``dsm``'s
+    ``weighting``, ``t_sampling``)."""
 
-    kind: str = "auto"
-    weighting: str = "sigma2"
-    t_sampling: str = "uniform"
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    name: str = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,7 +152,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sde: SDEConfig = field(default_factory=SDEConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -173,11 +175,8 @@ def _choice(*names: str) -> tuple[Callable[[Any], bool], str]:
 _POSITIVE = (lambda v: v > 0), "must be > 0"
 _NONNEG = (lambda v: v >= 0), "must be >= 0"
 RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
-    ("model", "prediction"): _choice("eps", "x0", "v", "edm"),
+    ("model", "prediction"): _choice(*PARAMETERIZATIONS),
     ("model", "sigma_data"): _POSITIVE,
-    ("loss", "kind"): _choice("auto", "dsm", "ddpm"),
-    ("loss", "t_sampling"): _choice("uniform", "importance", "lognormal"),
-    ("loss", "p_std"): _POSITIVE,
     ("train", "steps"): _POSITIVE,
     ("train", "batch_size"): _POSITIVE,
     ("train", "accumulate"): _POSITIVE,
@@ -257,6 +256,12 @@ def _section_options(section: str, obj: Any) -> tuple[str, dict[str, Any]] | Non
         from scoregen.models import network_options
 
         return f"network {obj.network!r}", network_options(obj.network)
+    if section == "objective":
+        from scoregen.training.objectives import AUTO, objective_options
+
+        # auto takes dsm's options (it is ddpm only where no option is given)
+        name = "dsm" if obj.name == AUTO else obj.name
+        return f"objective {obj.name!r}", objective_options(name)
     if section == "sample":
         from scoregen.samplers import get
 
@@ -331,6 +336,7 @@ def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a nested dict into a :class:`Config` (errors name the offending key)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping with sections, got {type(raw).__name__}")
+    raw = _objective_from_loss_section(raw)
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
     hints = get_type_hints(Config)
     for key in raw:
@@ -342,18 +348,40 @@ def parse_config(raw: dict[str, Any]) -> Config:
     return cfg
 
 
+def _objective_from_loss_section(raw: dict[str, Any]) -> dict[str, Any]:
+    """A ``loss`` section (``kind`` auto/dsm/ddpm and DSM's options, as run configs stored it)
+    read as the ``objective`` section it means: ``name = kind``, the options that differ
+    from their defaults."""
+    if "loss" not in raw:
+        return raw
+    if "objective" in raw:
+        raise ConfigError("give the objective in one section: 'objective' (the 'loss' section "
+                          "is its older name)")
+    loss = raw["loss"] if raw["loss"] is not None else {}
+    if not isinstance(loss, dict):
+        raise ConfigError(f"loss: must be a mapping of keys to values, got {loss!r}")
+    from scoregen.training.objectives import objective_options
+
+    defaults = objective_options("dsm")
+    options = {k: v for k, v in loss.items() if k != "kind" and defaults.get(k, v is None) != v}
+    out = {k: v for k, v in raw.items() if k != "loss"}
+    out["objective"] = {"name": loss.get("kind", "auto"), **options}
+    return out
+
+
 def _check_consistency(cfg: Config) -> None:
     """Cross-section checks that need the registries (SDE arguments, weighting names)."""
     from scoregen.sde import get
-    from scoregen.training.losses import WEIGHTINGS
+    from scoregen.training.objectives import build_objective
 
     try:
-        get(cfg.sde.name, **cfg.sde.options)
+        sde = get(cfg.sde.name, **cfg.sde.options)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"sde: {err.args[0] if err.args else err}") from None
-    if cfg.loss.weighting not in WEIGHTINGS:
-        raise ConfigError(f"loss.weighting: must be one of {', '.join(WEIGHTINGS.list())}, "
-                          f"got {cfg.loss.weighting!r}")
+    try:
+        build_objective(cfg.objective.name, sde, **cfg.objective.options)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ConfigError(f"objective: {err.args[0] if err.args else err}") from None
     n_classes = cfg.model.options.get("num_classes")
     if n_classes is not None and not (isinstance(n_classes, int) and n_classes >= 0):
         raise ConfigError(f"model.num_classes: must be an integer >= 0, got {n_classes!r}")
@@ -438,8 +466,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
-    "LossConfig",
     "ModelConfig",
+    "ObjectiveConfig",
     "SDEConfig",
     "SampleConfig",
     "TrainConfig",

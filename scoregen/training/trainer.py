@@ -4,7 +4,7 @@ Each step::
 
     lr    = lr_max * min(1, (step + 1) / warmup)                  linear warm-up, then constant
     batch = B examples k = 0..B-1: data index, u (-> t) and eps    keyed to (seed, step, k)
-    loss  = mean_k loss_fn(model, x0_k, u=u_k, eps=eps_k)         DSM / DDPM (training.losses)
+    loss  = objective(model, batch)                              a registered objective
     y     = null label if u' < label_dropout else y_k              class-conditional runs only
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
@@ -69,6 +69,7 @@ from scoregen.training.checkpoint import (
 from scoregen.training.config import TrainConfig
 from scoregen.training.csv_log import CsvLog
 from scoregen.training.device import resolve_precision
+from scoregen.training.objectives import Objective
 from scoregen.training.run_folder import (
     RunLock,
     check_writer,
@@ -112,22 +113,22 @@ class TrainResult:
     stopped: str | None = None  # why it stopped before ``steps`` ("time limit")
 
 
-class _Objective(nn.Module):
-    """The loss as a module, so DistributedDataParallel can wrap it: ``forward(batch)`` is
-    ``loss_fn(model, x0, u=..., eps=...)`` on the raw model (which keeps its attributes)."""
+class _Loss(nn.Module):
+    """Model and objective as one module, so DistributedDataParallel can wrap them:
+    ``forward(batch)`` is ``objective(model, batch)`` on the raw model (which keeps its
+    attributes)."""
 
-    def __init__(self, model: ScoreModel, loss_fn: Callable[..., Tensor]) -> None:
+    def __init__(self, model: ScoreModel, objective: Objective) -> None:
         super().__init__()
         self.model = model
-        self.loss_fn = loss_fn
+        self.objective = objective
 
     def forward(self, batch: Batch) -> Tensor:
-        kw = {} if batch.cond is None else {"cond": batch.cond}
-        return self.loss_fn(self.model, batch.x0, u=batch.u, eps=batch.eps, **kw)
+        return self.objective(self.model, batch)
 
 
 class Trainer:
-    """Trains a :class:`ScoreModel` on data ``(N, *D)`` with ``loss_fn``.
+    """Trains a :class:`ScoreModel` on data ``(N, *D)`` with an ``objective``.
 
     Args:
         model: the model to train (moved to the chosen device).
@@ -135,8 +136,9 @@ class Trainer:
             a map-style ``torch.utils.data.Dataset`` of ``(*D)`` tensors, streamed through a
             ``DataLoader`` with ``options.workers`` worker processes
             (:func:`scoregen.data.loader.open_dataset`).
-        loss_fn: ``loss_fn(model, x0, u=u, eps=eps) -> scalar`` with each example's uniform
-            ``u`` and noise ``eps`` (:func:`scoregen.training.losses.loss_for`).
+        objective: a registered :class:`~scoregen.training.objectives.Objective`
+            (``objective(model, batch) -> scalar``); its own trainable parameters are
+            optimized with the model's and its state is saved in checkpoints.
         options: :class:`TrainOptions`.
         out_dir: run folder for checkpoints, ``log.csv`` and plots (``None``: write nothing).
         run_config: stored in checkpoints (the validated config as a dict).
@@ -150,7 +152,7 @@ class Trainer:
         self,
         model: ScoreModel,
         data: Tensor | Dataset,
-        loss_fn: Callable[..., Tensor],
+        objective: Objective,
         options: TrainOptions | None = None,
         out_dir: str | Path | None = None,
         run_config: dict[str, Any] | None = None,
@@ -177,8 +179,11 @@ class Trainer:
                 raise ValueError("class-conditional training reads its data into memory: set "
                                  "data.stream: false")
             self.labels = self.labels.to(self.device)
-        self.loss_fn = loss_fn
-        self.objective: nn.Module = _Objective(self.model, loss_fn)
+        if objective.sde != model.sde:
+            raise ValueError(f"the objective was built for {objective.sde!r} but the model "
+                             f"for {model.sde!r}; build it with the model's SDE")
+        self.objective = objective.to(self.device)
+        self.loss: nn.Module = _Loss(self.model, self.objective)
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -186,10 +191,10 @@ class Trainer:
             params = inspect.signature(DistributedDataParallel).parameters
             quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
                      else {"broadcast_buffers": False})
-            self.objective = DistributedDataParallel(
-                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None,
+            self.loss = DistributedDataParallel(
+                self.loss, device_ids=[self.device] if self.device.type == "cuda" else None,
                 **quiet)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.opt.lr,
+        self.optimizer = torch.optim.AdamW(self.trained_parameters(), lr=self.opt.lr,
                                            weight_decay=self.opt.weight_decay)
         self.step = 0
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -200,6 +205,14 @@ class Trainer:
         self.lock: RunLock | None = None  # held from build_trainer (or fit) to the end of fit
         self.resume_changes: list[str] = []  # run-config keys changed on resume
         self._stream: Iterator[Tensor] | None = None
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """The model's parameters and the objective's own trainable ones (each once)."""
+        params = {id(p): p for p in self.model.parameters()}
+        for p in self.objective.parameters():
+            if p.requires_grad:
+                params.setdefault(id(p), p)
+        return list(params.values())
 
     # -- pieces of the loop ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -260,10 +273,10 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for m, batch in enumerate(micro):
             sync = m == len(micro) - 1 or not self.ctx.distributed
-            with contextlib.nullcontext() if sync else self.objective.no_sync():
+            with contextlib.nullcontext() if sync else self.loss.no_sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    loss = self.objective(batch)
+                    loss = self.loss(batch)
                 if len(micro) > 1:
                     loss = loss / len(micro)
                 loss.backward()
@@ -279,6 +292,7 @@ class Trainer:
         self.step += 1
         self.position += self.opt.batch_size
         self.update_ema()
+        self.objective.after_step(self.model, self.step)
         return value
 
     def _diverged(self, value: float | str, what: str = "loss", step: int | None = None
@@ -327,7 +341,8 @@ class Trainer:
         if self.writes:
             save_checkpoint(root, self.step, self.model, ema=self.ema,
                             optimizer=self.optimizer, rng=self.rng_state(),
-                            run_config=self.run_config, keep=self.opt.keep_checkpoints)
+                            run_config=self.run_config, keep=self.opt.keep_checkpoints,
+                            objective=self.objective)
         distributed.barrier()
         self.last_checkpoint = root / f"step_{self.step:06d}"
         return self.last_checkpoint
@@ -349,6 +364,8 @@ class Trainer:
         load_state(self.model, ckpt.group("model"), weights)
         load_state(self.ema, ckpt.group("ema") if ckpt.meta.get("has_ema")
                    else ckpt.group("model"), weights)
+        if ckpt.meta.get("has_objective_state"):
+            load_state(self.objective, ckpt.group("objective"), weights)
         restore_optimizer(self.optimizer, ckpt)
         rng = ckpt.group("rng")
         if "data_position" not in rng:

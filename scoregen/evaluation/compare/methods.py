@@ -43,7 +43,10 @@ class Method:
     ``family`` is ``"scoregen"`` or the peer library's name; ``nfe_per_step`` is ``None``
     for solvers that pick their own steps (run at tolerances: ``tolerances`` when the
     sampler registers its own, as SDE solvers do, whose cost grows like ``tol^-2``, else
-    :data:`DEFAULT_TOLERANCES`).
+    :data:`DEFAULT_TOLERANCES`). ``steps_for(sde, state_shape, budget)`` plans a budget
+    without running the model (registered samplers:
+    :func:`scoregen.sampling.nfe_budget.steps_for_budget`); without it the NFE of a step
+    count is counted by drawing one sample (peers).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Method:
     draw: DrawFn
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
     per_sample_seeds: bool = False  # draw(..., seeds=...) gives sample k its own seed
+    steps_for: Callable[[SDE, tuple[int, ...], int], int | None] | None = None
 
     @property
     def adaptive(self) -> bool:
@@ -75,7 +79,8 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
     (``spacing="tuned"``: the grids fitted to the model, ``grids``, see
     :mod:`scoregen.sampling.tuned_grids`)."""
     from scoregen import samplers
-    from scoregen.sampling.api import sample
+    from scoregen.sampling.api import grid_for, sample
+    from scoregen.sampling.nfe_budget import steps_for_budget
 
     methods = []
     for name in names or samplers.list():
@@ -95,17 +100,28 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
                              **_opts)
             return res.x, res.nfe
 
+        def steps_for(sde, state_shape, budget, _name=name, _opts=opts):
+            return steps_for_budget(
+                _name, sde, budget, lambda k: grid_for(_name, sde, k, spacing, True, grids, _opts),
+                state_shape, _opts)
+
+        adaptive = meta["nfe_per_step"] is None
         methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw,
-                              tuple(meta.get("tolerances", DEFAULT_TOLERANCES)), True))
+                              tuple(meta.get("tolerances", DEFAULT_TOLERANCES)), True,
+                              None if adaptive else steps_for))
     return methods
 
 
 def plan_steps(method: Method, problem: Problem, budget: int, seed: int = 0) -> int | None:
     """The step count whose counted NFE is the largest ``<= budget`` (``None`` if none):
-    :func:`scoregen.sampling.nfe_budget.plan_steps` with the NFE counted on a one-sample batch (the
-    NFE of a fixed-step method does not depend on the samples)."""
+    ``method.steps_for`` where the method has it, else
+    :func:`scoregen.sampling.nfe_budget.plan_steps` with the NFE counted on a one-sample batch
+    (the NFE of a fixed-step method does not depend on the samples)."""
     from scoregen.sampling.nfe_budget import count_nfe
     from scoregen.sampling.nfe_budget import plan_steps as plan
+
+    if method.steps_for is not None:
+        return method.steps_for(problem.sde, problem.sde.state_shape(problem.shape), budget)
 
     x1 = initial_noise(problem, 1, seed)
     model = problem.plan_model or problem.model  # NFE do not depend on the model's values

@@ -96,8 +96,8 @@ def guided_problem(name: str = "ring8", sde: str | SDE = "vp", scale: float = 1.
     labels = torch.arange(n) % mixture.num_classes
     oracle = mixture.model(process)
     model = guide(oracle, labels, float(scale))
-    noise = NoiseSource(seeds_for(n, seed), mixture.shape, torch.float64)
-    x_T = process.prior_std() * noise.draw(0)
+    noise = NoiseSource(seeds_for(n, seed), process.state_shape(mixture.shape), torch.float64)
+    x_T = process.prior_from_normal(noise.draw(0))
     ref = sample(model, process, x_T, "ode_dopri5", None, ts=adaptive_grid(process),
                  rtol=rtol, atol=rtol).x
     return Problem(f"{name} (exact oracle, {process.name}, CFG scale {scale:g})", model,
@@ -172,5 +172,7 @@ def adaptive_grid(sde: SDE) -> Tensor:
 
 def initial_noise(problem: Problem, n: int, seed: int) -> Tensor:
     """``x_T`` for samples ``seed .. seed+n-1``: exactly the draw :func:`scoregen.sample` makes."""
-    noise = NoiseSource(seeds_for(n, seed), problem.shape, problem.dtype, problem.device)
-    return problem.sde.prior_std() * noise.draw(0)
+    sde = problem.sde
+    noise = NoiseSource(seeds_for(n, seed), sde.state_shape(problem.shape), problem.dtype,
+                        problem.device)
+    return sde.prior_from_normal(noise.draw(0))

@@ -65,3 +65,46 @@ def test_retarget_is_exact_on_the_oracle(src: str, dst: str) -> None:
     x = mix.sample_t(len(t), b, 0.5 * b.T, torch.Generator().manual_seed(1))
     torch.testing.assert_close(model(x, t), mix.model(b)(x, t), rtol=1e-6, atol=1e-8)
     assert retarget(mix.model(a), a).sde == a
+
+
+class _CountingConversions:
+    """Wraps a model and counts its calls; the conversions of the pair are counted by patching
+    ``to_x0_eps`` in the test below."""
+
+    def __init__(self, model) -> None:
+        self.model, self.prediction, self.sde = model, model.prediction, model.sde
+        self.num_classes = getattr(model, "num_classes", None)
+        self.calls = 0
+
+    def __call__(self, x, t, cond=None):
+        self.calls += 1
+        return self.model(x, t) if cond is None else self.model(x, t, cond=cond)
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "v"])
+def test_wrapped_models_convert_the_prediction_once_per_call(kind, monkeypatch):
+    """A guided, re-targeted model is one network call and one conversion to the pair per NFE,
+    and its pair is consistent (x = alpha x0 + sigma eps) and exact on the oracle."""
+    import scoregen.models.prediction as prediction
+    from scoregen.sampling.guidance import guide
+
+    calls = {"n": 0}
+    original = prediction.to_x0_eps
+
+    def counting(*args, **kw):
+        calls["n"] += 1
+        return original(*args, **kw)
+
+    monkeypatch.setattr(prediction, "to_x0_eps", counting)
+    mix, vp, ve = preset("ring8"), sdes.get("vp"), sdes.get("ve", sigma_max=100.0)
+    inner = _CountingConversions(mix.model(vp, kind))
+    labels = torch.arange(6) % mix.num_classes
+    model = guide(retarget(inner, ve), labels, 3.0)
+    x = mix.sample_t(6, ve, 0.4, torch.Generator().manual_seed(2))
+    t = torch.full((6,), 0.4, dtype=torch.float64)
+    pair = Denoiser(model, ve)(x, t)
+    assert inner.calls == 1 and calls["n"] == 1  # one call on the doubled batch, one conversion
+    alpha, sigma = ve.alpha(t)[:, None], ve.sigma(t)[:, None]
+    torch.testing.assert_close(alpha * pair.x0 + sigma * pair.eps, x)
+    exact = guide(mix.model(ve), labels, 3.0).predict_pair(x, t)
+    torch.testing.assert_close(pair.x0, exact.x0, rtol=1e-6, atol=1e-8)

@@ -1,0 +1,146 @@
+"""The objective contract, its registry, and what objectives share.
+
+An objective is a training loss for models of one SDE: a class registered by name whose
+keyword options (with their defaults) are what a config may set::
+
+    @register("my_loss")
+    class MyLoss(Objective):
+        def __init__(self, sde: SDE, *, gamma: float = 5.0) -> None: ...
+        def loss(self, model: Model, batch: Batch) -> Tensor: ...   # a scalar
+
+``objective(model, batch)`` returns the scalar loss of a micro-batch
+(:class:`~scoregen.training.batches.Batch`: clean data, each example's uniform ``u`` and noise
+``eps``, its 64-bit key for further draws, its labels and the step). Every random quantity
+comes from the batch, so a run is the same at any number of processes and resumes bit for bit.
+An objective is an ``nn.Module``: its own parameters (if any) are trained with the model's,
+its state (e.g. a target network) is saved in checkpoints, and :meth:`Objective.after_step`
+runs after every optimizer step. ``requires`` names the SDE capabilities it needs
+(:data:`scoregen.sde.base.CAPABILITIES`), checked when it is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from scoregen.infra.registry import Registry
+from scoregen.models.prediction import Model, predict_pair
+from scoregen.sde.base import CAPABILITIES, SCALAR_KERNEL, SDE
+from scoregen.training.batches import Batch
+
+OBJECTIVES: Registry[type] = Registry("objective")
+AUTO = "auto"  # the SDE's own objective: ddpm on the discrete DDPM process, dsm otherwise
+
+
+class Objective(nn.Module):
+    """Base class of training objectives (module docstring).
+
+    Attributes:
+        name: the registry key (set by :func:`register`).
+        requires: SDE capabilities the objective needs.
+        sde: the process the model is trained for.
+    """
+
+    name: str = "objective"
+    requires: frozenset[str] = frozenset({SCALAR_KERNEL})
+
+    def __init__(self, sde: SDE) -> None:
+        super().__init__()
+        lacking = sorted(self.requires - sde.capabilities)
+        if lacking:
+            what = "; ".join(f"{c}: {CAPABILITIES[c]}" for c in lacking)
+            raise ValueError(f"objective {self.name!r} needs what the SDE {sde.name!r} does not "
+                             f"offer ({what})")
+        self.sde = sde
+
+    def loss(self, model: Model, batch: Batch) -> Tensor:
+        """The scalar loss of ``batch`` for ``model``."""
+        raise NotImplementedError
+
+    def forward(self, model: Model, batch: Batch) -> Tensor:
+        return self.loss(model, batch)
+
+    def after_step(self, model: Model, step: int) -> None:
+        """Called after each optimizer step (``step``: steps done); nothing by default."""
+
+
+def register(name: str, **meta: Any) -> Callable[[type], type]:
+    """Class decorator: register an :class:`Objective` subclass as ``name`` (written once).
+
+    ``meta``: e.g. ``processes=("ddpm",)`` for an objective defined for those SDEs only (the
+    shared tests pair objectives and SDEs by it and by ``requires``)."""
+
+    def deco(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Objective)):
+            raise TypeError(f"objective {name!r} must subclass scoregen.training.objectives."
+                            "Objective")
+        cls.name = name
+        return OBJECTIVES.register(name, **meta)(cls)
+
+    return deco
+
+
+def objective_options(name: str) -> dict[str, Any]:
+    """``{option: default}`` of objective ``name``: its ``__init__``'s keyword arguments after
+    the SDE (the one place the choices are written; configs are checked against them)."""
+    params = inspect.signature(OBJECTIVES.get(name).__init__).parameters
+    return {k: p.default for k, p in params.items()
+            if k not in ("self", "sde") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def resolve_name(name: str, sde: SDE) -> str:
+    """``auto`` is ``ddpm`` on the discrete DDPM process and ``dsm`` otherwise."""
+    if name == AUTO:
+        return "ddpm" if sde.name == "ddpm" else "dsm"
+    OBJECTIVES.get(name)  # a KeyError listing the known objectives
+    return name
+
+
+def build_objective(name: str, sde: SDE, **options: Any) -> Objective:
+    """The objective ``name`` (or ``auto``) for ``sde`` with ``options``; unknown options are a
+    ``ValueError`` naming the known ones."""
+    name = resolve_name(name, sde)
+    known = objective_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"objective {name!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(known) or '(none)'}")
+    return OBJECTIVES.get(name)(sde, **options)
+
+
+# -- what objectives share ------------------------------------------------------------------------
+def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | None = None
+              ) -> Tensor:
+    """Per-sample ``mean_dims (eps_hat(x_t, t) - eps)^2`` with ``x_t = perturb(x0, t, eps)``:
+    ``(B,)``. The model's prediction (any type) becomes ``eps_hat`` through
+    :func:`scoregen.models.prediction.predict_pair`."""
+    x_t = model.sde.perturb(x0, t, eps)
+    eps_hat = predict_pair(model, x_t, t, cond).eps
+    return (eps_hat - eps).pow(2).flatten(1).mean(1)
+
+
+def random_batch(x0: Tensor, seed: int = 0, cond: Tensor | None = None, step: int = 0) -> Batch:
+    """A :class:`~scoregen.training.batches.Batch` of ``x0`` with the randomness a training run
+    would draw at ``step`` for examples ``0..B-1`` of seed ``seed`` (tests, benchmarks)."""
+    from scoregen.training.batches import draw_batch
+
+    batch = draw_batch(x0, seed, step, torch.arange(len(x0)))
+    batch.cond = cond
+    return batch
+
+
+__all__ = [
+    "AUTO",
+    "OBJECTIVES",
+    "Objective",
+    "build_objective",
+    "eps_error",
+    "objective_options",
+    "random_batch",
+    "register",
+    "resolve_name",
+]
