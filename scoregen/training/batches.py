@@ -21,6 +21,7 @@ only the step and the stream position, at any number of processes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,8 @@ class Batch:
     Attributes:
         x0: ``(b, *D)`` data in ``[-1, 1]``.
         u: ``(b,)`` float64 uniforms in ``(0, 1)`` that pick ``t``.
-        eps: ``(b, *D)`` standard normal noise.
+        eps: ``(b, *S)`` standard normal noise of the process's state shape ``S``
+            (:meth:`scoregen.sde.base.SDE.state_shape`; the data's shape ``D`` for most).
         index: ``(b,)`` the examples' global positions ``k`` in the step's batch.
         keys: ``(b,)`` int64 keys; further per-example draws use
             ``NoiseSource(keys, shape).draw(j)`` with ``j >= 1`` (draw 1: label dropout).
@@ -61,12 +63,15 @@ def example_keys(seed: int, step: int, index: Tensor) -> Tensor:
     return splitmix64(index.to(torch.int64) ^ int(base))
 
 
-def draw_batch(x0: Tensor, seed: int, step: int, index: Tensor) -> Batch:
-    """The :class:`Batch` of examples ``index`` of step ``step`` with data ``x0``."""
+def draw_batch(x0: Tensor, seed: int, step: int, index: Tensor,
+               state_shape: tuple[int, ...] | None = None) -> Batch:
+    """The :class:`Batch` of examples ``index`` of step ``step`` with data ``x0``; ``eps`` has
+    the event shape ``state_shape`` of the process's state (default: the data's)."""
     keys = example_keys(seed, step, index.to(x0.device))
-    z = NoiseSource(keys, (1 + x0[0].numel(),), torch.float64, x0.device).draw(0)
+    shape = tuple(x0.shape[1:]) if state_shape is None else tuple(state_shape)
+    z = NoiseSource(keys, (1 + math.prod(shape),), torch.float64, x0.device).draw(0)
     u = torch.special.ndtr(z[:, 0]).clamp(_U_EPS, 1 - _U_EPS)
-    eps = z[:, 1:].to(x0.dtype).reshape(x0.shape)
+    eps = z[:, 1:].to(x0.dtype).reshape(len(x0), *shape)
     return Batch(x0, u, eps, index, keys, step=step)
 
 

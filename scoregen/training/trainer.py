@@ -183,6 +183,7 @@ class Trainer:
             raise ValueError(f"the objective was built for {objective.sde!r} but the model "
                              f"for {model.sde!r}; build it with the model's SDE")
         self.objective = objective.to(self.device)
+        self.state_shape = model.sde.state_shape(tuple(data[0].shape))
         self.loss: nn.Module = _Loss(self.model, self.objective)
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -239,7 +240,7 @@ class Trainer:
                 x0 = self.data[idx]
             else:
                 x0 = next(self._data_stream()).to(self.device, non_blocking=True)
-            batch = draw_batch(x0, self.seed, self.step, index)
+            batch = draw_batch(x0, self.seed, self.step, index, self.state_shape)
             if self.labels is not None:
                 batch.cond = self.drop_labels(self.labels[idx], batch.keys)
             out.append(batch)

@@ -123,12 +123,15 @@ def eps_error(model: Model, x0: Tensor, t: Tensor, eps: Tensor, cond: Tensor | N
     return (eps_hat - eps).pow(2).flatten(1).mean(1)
 
 
-def random_batch(x0: Tensor, seed: int = 0, cond: Tensor | None = None, step: int = 0) -> Batch:
+def random_batch(x0: Tensor, seed: int = 0, cond: Tensor | None = None, step: int = 0,
+                 sde: SDE | None = None) -> Batch:
     """A :class:`~scoregen.training.batches.Batch` of ``x0`` with the randomness a training run
-    would draw at ``step`` for examples ``0..B-1`` of seed ``seed`` (tests, benchmarks)."""
+    would draw at ``step`` for examples ``0..B-1`` of seed ``seed`` (tests, benchmarks); its
+    ``eps`` has the state shape of ``sde`` when given."""
     from scoregen.training.batches import draw_batch
 
-    batch = draw_batch(x0, seed, step, torch.arange(len(x0)))
+    state = None if sde is None else sde.state_shape(tuple(x0.shape[1:]))
+    batch = draw_batch(x0, seed, step, torch.arange(len(x0)), state)
     batch.cond = cond
     return batch
 
