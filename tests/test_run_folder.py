@@ -235,8 +235,8 @@ def test_resume_truncates_log_and_cleans_leftovers(tmp_path: Path, config: Path)
 
     shutil.rmtree(ckpts / "step_000020")
     (ckpts / "LATEST").write_text("step_000010\n")
-    (ckpts / ".tmp-step_000020-12345").mkdir()
-    (ckpts / ".LATEST.tmp-12345").write_text("x")
+    (ckpts / ".tmp-12345-0badf00d-step_000020").mkdir()
+    (ckpts / ".tmp-12345-0badf00d-LATEST").write_text("x")
     with open(run / "log.csv", "a") as fh:
         fh.write("2")  # a torn row
     assert _train(config, run, "--steps", "20", "--resume") == 0

@@ -20,7 +20,13 @@ from scoregen.infra import distributed
 from scoregen.models import ScoreModel
 from scoregen.training.checkpoint import find_checkpoint
 from scoregen.training.device import resolve_threads
-from scoregen.training.run_folder import RunLock, clean_leftovers, has_checkpoints, prepare
+from scoregen.training.run_folder import (
+    RunLock,
+    clean_leftovers,
+    has_checkpoints,
+    is_run,
+    prepare,
+)
 from scoregen.training.trainer import Trainer, TrainOptions
 
 
@@ -53,9 +59,9 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     Takes the run folder's lock (held until the end of :meth:`Trainer.fit`; ``break_lock``
     takes over a stale one), applies the run-folder rule (fresh: the folder must not hold a
     run; ``resume``: continue from its latest checkpoint if there is one; ``overwrite``:
-    delete the run's files first), removes temporary leftovers of killed writers, seeds the
-    model init with ``train.seed`` and writes ``out_dir/config.yaml``. See
-    :mod:`scoregen.training.run_folder`.
+    delete the files scoregen wrote in it first, listed as kept in ``trainer.kept`` those it
+    did not), removes temporary leftovers of killed writers, seeds the model init with
+    ``train.seed`` and writes ``out_dir/config.yaml``. See :mod:`scoregen.training.run_folder`.
     """
     from scoregen.data import load_dataset
     from scoregen.data.loader import item_shape, open_dataset
@@ -75,10 +81,13 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
     # rank 0 owns the run folder: lock, leftovers, the fresh/resume/overwrite rule
     lock = RunLock(out).acquire(break_stale=break_lock) if ctx.is_main else None
+    kept: list[Path] = []
     try:
         if ctx.is_main:
-            clean_leftovers(out)
-            prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+            mode = "resume" if resume else "overwrite" if overwrite else "fresh"
+            if is_run(out):
+                clean_leftovers(out)
+            kept = prepare(out, mode)
         distributed.barrier()
         conditional = bool(cfg.model.options.get("num_classes"))
         read = open_dataset if cfg.data.stream and not conditional else load_dataset
@@ -104,10 +113,11 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         trainer = Trainer(model, data, loss, options, out, cfg.to_dict(),
                           make_sample_fn(cfg, out, reference, device), labels=labels)
         trainer.lock = lock
+        trainer.kept = kept
         if resume and has_checkpoints(out):
             trainer.resume(find_checkpoint(out))
         if trainer.writes:
-            save_config(cfg, out / "config.yaml")
+            save_config(cfg, out / "config.yaml", kind="run")
     except BaseException:
         if lock is not None:
             lock.release()
