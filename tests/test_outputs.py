@@ -357,3 +357,32 @@ def test_duplicate_keys_are_errors_naming_key_and_file(tmp_path: Path) -> None:
     merged = tmp_path / "merge.yaml"  # YAML merge keys are not duplicates
     merged.write_text("base: &b {lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n")
     assert read_file(merged)["train"] == {"lr": 0.2}
+
+
+# -- the reproducibility statement of docs/outputs.md -------------------------------------------
+def test_sample_k_at_any_batch_size() -> None:
+    """Sample k's noise and the oracle's samples are bitwise the same at any batch size; a
+    network's are the same to float32 rounding (its products may round per batch size)."""
+    from scoregen import analytic
+    from scoregen.sampling.noise import NoiseSource, seeds_for
+
+    big = NoiseSource(seeds_for(16, 3), (1, 8, 8), torch.float32, "cpu")
+    small = NoiseSource(torch.tensor([3 + 11]), (1, 8, 8), torch.float32, "cpu")
+    for j in range(3):
+        assert torch.equal(big.draw(j)[11:12], small.draw(j))
+    vp = scoregen.sde.get("vp")
+    oracle = analytic.preset("ring8").model(vp)
+    full = scoregen.sample(oracle, vp, (9, 2), "dpm_solver++", 6, seed=5).x
+    for k in (0, 4, 8):
+        one = scoregen.sample(oracle, vp, (1, 2), "dpm_solver++", 6, seed=5 + k).x
+        assert torch.equal(one[0], full[k])
+    torch.manual_seed(0)
+    net = build_network("unet", (1, 8, 8), channels=16, mult=[1, 2], groups=4)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    model = ScoreModel(net, vp)
+    full = scoregen.sample(model, vp, (16, 1, 8, 8), "ddim", 5, seed=0).x
+    for b in (1, 3):
+        part = scoregen.sample(model, vp, (b, 1, 8, 8), "ddim", 5, seed=0).x
+        assert (part - full[:b]).abs().max() <= 1e-6 * max(1.0, float(full.abs().max()))

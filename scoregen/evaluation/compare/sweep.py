@@ -72,7 +72,6 @@ def evaluate(x: Tensor, problem: Problem, seed: int = 0) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-@torch.no_grad()  # peers' loops call the model as is: without this each step keeps its graph
 def shown_budget(budgets: Sequence[int], show_nfe: int | None = None) -> int:
     """The budget whose samples the plot shows: ``show_nfe``, else the budget nearest 20
     (an error for budgets that are not positive integers)."""
@@ -82,6 +81,7 @@ def shown_budget(budgets: Sequence[int], show_nfe: int | None = None) -> int:
     return show_nfe or min(budgets, key=lambda b: abs(math.log(b / 20)))
 
 
+@torch.no_grad()  # peers' loops call the model as is: without this each step keeps its graph
 def run_comparison(
     problem: Problem,
     methods: Sequence[Method],
