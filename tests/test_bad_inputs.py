@@ -139,6 +139,8 @@ SETUPS: dict[str, Callable[[Path], object]] = {
     "stale_lock": _dead_lock,
     "hashes_removed": lambda c: _edit_meta(c, lambda m: m.pop("files")),
     "meta_edited": lambda c: _edit_meta(c, lambda m: m["model"].update(prediction="x0")),
+    "config_edited": lambda c: (c / "config.yaml").write_text(
+        (c / "config.yaml").read_text() + "# my note\n"),
 }
 
 
@@ -297,6 +299,7 @@ ROWS: list[tuple] = [
     ("config duplicate key json", ["train", "{files}/dup_key.json"], 1,
      "{files}/dup_key.json: key 'lr' is given twice"),
     ("config is a folder", ["train", "{files}/empty"], 1, "is a folder, not a file"),
+    ("config is a device", ["train", "/dev/null"], 1, "config /dev/null is not a regular file"),
     ("config binary", ["train", "{files}/binary.yaml"], 1,
      "binary.yaml is not a text file (byte 0 is not UTF-8)"),
     ("train --set malformed", [*T, "--set", "train.lr=[1"], 1,
@@ -424,6 +427,11 @@ ROWS: list[tuple] = [
      "checkpoint.json was edited after the checkpoint was written", "meta_edited"),
     ("resume edited checkpoint", [*TR, "--resume", "--steps", "6"], 1,
      "checkpoint.json was edited after", "meta_edited"),
+    ("resume edited config.yaml", [*TR, "--resume", "--steps", "6"], 1,
+     "run config {copy}/config.yaml exists and was changed after scoregen wrote it",
+     "config_edited"),
+    ("sample out beside my file", [*S[:-1], "{files}/mine.npz"], 1,
+     "--out {files}/mine.png exists and was not written by scoregen"),
     # -- files a user gives: the cause, named -----------------------------------------------
     ("inpaint nan", [*S, "--inpaint", "{files}/nan.npz"], 1,
      "--inpaint: {files}/nan.npz holds 1 NaN value(s) among 4"),

@@ -154,7 +154,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path: Path) 
 # -- every command, killed at random moments: the user's files stay intact ---------------------
 # One process imports scoregen once and forks a child per command (so a run costs the command,
 # not the interpreter start); the test SIGKILLs the child at a moment drawn uniformly over the
-# first 90% of the command's own uninterrupted duration (measured just before). HOOKS kill a child at chosen points of a write instead.
+# first 90% of the command's own uninterrupted duration (measured just before). HOOKS kill a
+# child at chosen points of a write instead.
 ZYGOTE = r"""
 import json, os, signal, sys, traceback
 os.environ["OMP_NUM_THREADS"] = "1"

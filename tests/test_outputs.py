@@ -386,3 +386,39 @@ def test_sample_k_at_any_batch_size() -> None:
     for b in (1, 3):
         part = scoregen.sample(model, vp, (b, 1, 8, 8), "ddim", 5, seed=0).x
         assert (part - full[:b]).abs().max() <= 1e-6 * max(1.0, float(full.abs().max()))
+
+
+def test_training_goes_on_past_a_preview_it_may_not_write(tmp_path: Path) -> None:
+    """A preview PNG edited by hand is not written over: a warning, and the run finishes;
+    LATEST may be set by hand (it is recorded by name)."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    argv = ["train", str(cfg), "--out", str(run), "--set", "train.sample_every=2",
+            "--no-progress"]
+    assert _cli(*argv)[0] == 0
+    (run / "samples" / "step_000004.png").write_bytes(b"my annotated figure")
+    (run / "checkpoints" / "LATEST").write_text("step_000002\n")  # continue from step 2
+    rc, text = _cli(*argv, "--resume")
+    assert rc == 0 and "resuming" in text and "from step 2" in text, text
+    assert "warning: sample preview not written" in text and "step_000004.png exists" in text
+    assert (run / "samples" / "step_000004.png").read_bytes() == b"my annotated figure"
+    assert read_checkpoint(run).step == 4
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from scoregen.training import csv_log
+
+    log = csv_log.CsvLog(tmp_path / "log.csv")
+    log.write(1, 0.5, 1e-3, 10.0, 0.1)
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(csv_log.os, "write", full)
+    with pytest.raises(OutputError, match=r"cannot append to .*log\.csv: No space left"):
+        log.write(2, 0.5, 1e-3, 10.0, 0.1)
+    monkeypatch.undo()
+    log.close()
+    assert (tmp_path / "log.csv").read_text().splitlines() == [
+        "step,loss,lr,examples_per_s,seconds", "1,0.5,0.001,10.0,0.100"]

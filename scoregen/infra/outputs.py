@@ -343,7 +343,7 @@ def _write_failed(targets: Sequence[Path], err: OSError) -> OutputError:
 
 @contextlib.contextmanager
 def replacing(*paths: str | os.PathLike[str], kind: str = "output", by_name: bool = False,
-              what: str = "output") -> Iterator[list[Path]]:
+              what: str | None = None) -> Iterator[list[Path]]:
     """Write files that belong together: yields one temporary path per target (same folder,
     same suffix); when the block ends normally they are synced, recorded and renamed over
     the targets, together (see the module docstring). If the block raises, the temporaries
@@ -353,6 +353,7 @@ def replacing(*paths: str | os.PathLike[str], kind: str = "output", by_name: boo
     the files by name, not content (they change by design: see the module docstring).
     """
     targets = [Path(p) for p in paths]
+    what = what or ("output" if kind == "output" else f"{kind} file")
     folder = targets[0].parent
     if any(t.parent != folder for t in targets) or len({t.name for t in targets}) < len(targets):
         raise ValueError("replacing(): the files of one group share one folder and differ")
@@ -366,7 +367,7 @@ def replacing(*paths: str | os.PathLike[str], kind: str = "output", by_name: boo
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _write_failed(targets, err) from None
-    _clean_stale(folder, [t.name for t in targets])
+    _clean_stale(folder, [t.name for t in targets] + [RECORD, "probe"])
     tmps = [folder / _tmp_name(t.name) for t in targets]
     try:
         yield tmps

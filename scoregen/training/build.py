@@ -8,6 +8,7 @@ previews (``samples/step_XXXXXX.png``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen.infra import distributed
+from scoregen.infra import distributed, outputs
+from scoregen.infra.outputs import OutputError
 from scoregen.models import ScoreModel
 from scoregen.training.checkpoint import find_checkpoint
 from scoregen.training.device import resolve_threads
@@ -33,11 +35,12 @@ from scoregen.training.trainer import Trainer, TrainOptions
 def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
                    device: torch.device | str = "cpu") -> Callable[[ScoreModel, int], Path]:
     """``fn(model, step)`` that samples with ``cfg.sample`` and writes
-    ``out_dir/samples/step_XXXXXX.png``."""
+    ``out_dir/samples/step_XXXXXX.png`` (a warning instead when that file may not be written,
+    e.g. it was edited by hand: :mod:`scoregen.infra.outputs`)."""
     from scoregen.infra.plotting import save_samples
     from scoregen.sampling.api import sample
 
-    def fn(model: ScoreModel, step: int) -> Path:
+    def fn(model: ScoreModel, step: int) -> Path | None:
         shape = (cfg.sample.n, *model.network.spec["shape"])
         classes = model.num_classes
         cond = None if classes is None else torch.arange(cfg.sample.n) % classes
@@ -45,8 +48,12 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
                      spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
                      cond=cond, **cfg.sample.options)
         title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
-        return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
-                            reference=reference)
+        try:
+            return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
+                                reference=reference)
+        except OutputError as err:  # a preview is not worth stopping the run for
+            warnings.warn(f"sample preview not written: {err}", stacklevel=2)
+            return None
 
     return fn
 
@@ -88,6 +95,7 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
             if is_run(out):
                 clean_leftovers(out)
             kept = prepare(out, mode)
+            outputs.check_target(out / "config.yaml", (".yaml",), kind="run", what="run config")
         distributed.barrier()
         conditional = bool(cfg.model.options.get("num_classes"))
         read = open_dataset if cfg.data.stream and not conditional else load_dataset

@@ -434,6 +434,9 @@ def read_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config {path} is a folder, not a file; give a .yaml, .toml or "
                           ".json file")
     if not path.is_file():
+        if path.exists():
+            raise ConfigError(f"config {path} is not a regular file; give a .yaml, .toml or "
+                              ".json file")
         raise FileNotFoundError(f"config file {path} not found")
     if path.suffix not in (".toml", ".json", ".yaml", ".yml"):
         raise ConfigError(f"{path}: unknown config format {path.suffix!r}; "

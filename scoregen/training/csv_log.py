@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scoregen.infra.outputs import open_log
+from scoregen.infra.outputs import OutputError, open_log
 
 LOG_FIELDS = ("step", "loss", "lr", "examples_per_s", "seconds")
 
@@ -20,12 +20,17 @@ class CsvLog:
     """Appends rows of :data:`LOG_FIELDS` to ``log.csv`` (``None``: writes nothing)."""
 
     def __init__(self, path: Path | None) -> None:
+        self.path = path
         self.fd = None if path is None else open_log(path, ",".join(LOG_FIELDS), kind="run")
 
     def write(self, step: int, loss: float, lr: float, rate: float, seconds: float) -> None:
         if self.fd is not None:
             row = f"{step},{loss:.6g},{lr:.6g},{rate:.1f},{seconds:.3f}\n"
-            os.write(self.fd, row.encode())
+            try:
+                os.write(self.fd, row.encode())
+            except OSError as err:
+                raise OutputError(f"cannot append to {self.path}: {err.strerror}; the rows "
+                                  "before are kept (free some space, then --resume)") from None
 
     def close(self) -> None:
         if self.fd is not None:
