@@ -87,7 +87,8 @@ def test_writes_are_atomic_and_recorded(tmp_path: Path) -> None:
     outputs.write_text(target, "new")
     assert target.read_text() == "new" and outputs.owner(target) == "output"
     entry = json.loads((tmp_path / RECORD).read_text())["files"]["a.json"]
-    assert entry["sha256"] == outputs.sha256(target) and "previous" not in entry
+    assert entry["sha256"] == outputs.sha256(target)
+    assert "previous" not in entry and "pending" not in entry
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> None:
@@ -211,20 +212,28 @@ def test_stale_temporaries_of_a_dead_writer_are_removed(tmp_path: Path) -> None:
 def test_an_interrupted_group_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
     png, npz = tmp_path / "k.png", tmp_path / "k.npz"
-    with outputs.replacing(png, npz) as (a, b):
-        a.write_bytes(b"old png")
-        b.write_bytes(b"old npz")
     real = os.replace
 
     def dies_after_the_first(src: str, dst: str) -> None:
         real(src, dst)
         if Path(dst) == png:
             raise KeyboardInterrupt  # as a kill between the two renames
-    monkeypatch.setattr(outputs.os, "replace", dies_after_the_first)
-    with pytest.raises(KeyboardInterrupt), outputs.replacing(png, npz) as (a, b):
-        a.write_bytes(b"new png")
-        b.write_bytes(b"new npz")
-    monkeypatch.setattr(outputs.os, "replace", real)
+
+    def write_killed(png_bytes: bytes, npz_bytes: bytes) -> None:
+        monkeypatch.setattr(outputs.os, "replace", dies_after_the_first)
+        with pytest.raises(KeyboardInterrupt), outputs.replacing(png, npz) as (a, b):
+            a.write_bytes(png_bytes)
+            b.write_bytes(npz_bytes)
+        monkeypatch.setattr(outputs.os, "replace", real)
+
+    write_killed(b"first png", b"first npz")  # the first write: the .npz never appeared
+    assert png.exists() and not npz.exists()
+    assert outputs.interrupted(tmp_path) == [["k.npz", "k.png"]]
+    with outputs.replacing(png, npz) as (a, b):
+        a.write_bytes(b"old png")
+        b.write_bytes(b"old npz")
+    assert outputs.interrupted(tmp_path) == []
+    write_killed(b"new png", b"new npz")
     assert (png.read_bytes(), npz.read_bytes()) == (b"new png", b"old npz")
     assert outputs.interrupted(tmp_path) == [["k.npz", "k.png"]]
     assert outputs.owner(png) == outputs.owner(npz) == "output"  # both still scoregen's

@@ -6,12 +6,14 @@ The rules (docs/outputs.md) and the one mechanism behind each:
   (``.tmp-<pid>-<token>-<name>``, so the suffix and hence the format stay), flushed to disk
   (``fsync``) and renamed over the target (``os.replace``); the folder is synced after. A kill
   at any moment leaves the old file or the new one, never a torn one; a killed writer may
-  leave a hidden temporary file, which the next write of the same target deletes. A folder
+  leave a hidden temporary file, which the next write of the same target deletes
+  (:func:`clean_temporaries`: only those of writers that are no longer running). A folder
   (a checkpoint) is written the same way: filled under a temporary name, then renamed.
 - **Together.** Files that belong together (a sample plot and its ``.npz``, a report's JSON
   and markdown) are all written first, then renamed one after the other; the folder's record
-  (below) notes the write before the renames and clears the note after, so a group that a
-  kill left half replaced is reported (:func:`interrupted`) instead of passing silently.
+  (below) notes the write (``pending``, with the new and the old SHA-256) before the renames
+  and clears the note after, so a group that a kill left half replaced is reported
+  (:func:`interrupted`) instead of passing silently.
 - **Owned.** Each folder scoregen writes into keeps a record, :data:`RECORD`: for every file
   scoregen wrote there, the SHA-256 and size of what it wrote and its kind: ``"output"`` (a
   result a later command may replace) or another kind such as ``"run"`` (part of a training
@@ -149,7 +151,7 @@ def _state(path: Path, record: dict[str, Any]) -> tuple[str | None, str | None]:
         return kind, None
     size = path.stat().st_size
     known = {entry.get("sha256"), entry.get("previous")} - {None}
-    if (size == entry.get("bytes") or "previous" in entry) and sha256(path) in known:
+    if (size == entry.get("bytes") or entry.get("pending")) and sha256(path) in known:
         return kind, None
     return kind, (f"was changed after scoregen wrote it (its content differs from the one "
                   f"recorded in {where})")
@@ -193,7 +195,7 @@ def interrupted(folder: str | os.PathLike[str]) -> list[list[str]]:
     mixed, seen = [], set()
     for name, entry in sorted(files.items()):
         group = entry.get("group") if isinstance(entry, dict) else None
-        if not group or name in seen or not any("previous" in files.get(g, {}) for g in group):
+        if not group or name in seen or not any(files.get(g, {}).get("pending") for g in group):
             continue
         seen.update(group)
         new = []
@@ -316,16 +318,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_stale(folder: Path, names: Sequence[str]) -> None:
-    """Delete temporaries of ``names`` that a killed writer (a dead pid) left in ``folder``."""
+def clean_temporaries(folder: str | os.PathLike[str],
+                      names: Sequence[str] | None = None) -> list[Path]:
+    """Delete the temporary files and folders (``.tmp-<pid>-*``, ``.old-<pid>-*``) that
+    writers which are no longer running left in ``folder``; ``names``: only those for these
+    targets. A live writer's temporaries are never touched. Returns what was deleted."""
+    found = []
     with contextlib.suppress(OSError):
-        for p in folder.iterdir():
-            if not p.name.startswith(TMP) or p.is_dir():
+        for p in Path(folder).iterdir():
+            prefix = next((x for x in (TMP, OLD) if p.name.startswith(x)), None)
+            if prefix is None:
                 continue
-            pid, _, rest = p.name[len(TMP):].partition("-")
+            pid, _, rest = p.name[len(prefix):].partition("-")
             token, _, name = rest.partition("-")
-            if name in names and pid.isdigit() and len(token) == 8 and not _pid_alive(int(pid)):
-                p.unlink(missing_ok=True)
+            if (pid.isdigit() and len(token) == 8 and not _pid_alive(int(pid))
+                    and (names is None or name in names)):
+                found.append(p)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+    return found
 
 
 def _write_failed(targets: Sequence[Path], err: OSError) -> OutputError:
@@ -367,7 +380,7 @@ def replacing(*paths: str | os.PathLike[str], kind: str = "output", by_name: boo
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _write_failed(targets, err) from None
-    _clean_stale(folder, [t.name for t in targets] + [RECORD, "probe"])
+    clean_temporaries(folder, [t.name for t in targets] + [RECORD, "probe"])
     tmps = [folder / _tmp_name(t.name) for t in targets]
     try:
         yield tmps
@@ -398,12 +411,13 @@ def _commit(folder: Path, tmps: list[Path], targets: list[Path], kind: str, by_n
                     entry["previous"] = sha256(target)
             if group:
                 entry["group"] = group
-            record["files"][target.name] = entry
-        _write_record(folder, record)  # the note: "previous" marks a replacement in progress
+            record["files"][target.name] = {**entry, "pending": True}
+        _write_record(folder, record)  # the note: a replacement in progress
         for tmp, target in zip(tmps, targets, strict=True):
             os.replace(tmp, target)
         _fsync_folder(folder)
         for target in targets:
+            record["files"][target.name].pop("pending")
             record["files"][target.name].pop("previous", None)
 
 
@@ -523,6 +537,7 @@ __all__ = [
     "OutputError",
     "check_folder",
     "check_target",
+    "clean_temporaries",
     "folder_tag",
     "interrupted",
     "mark_folder",

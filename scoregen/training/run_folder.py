@@ -38,7 +38,6 @@ import contextlib
 import csv
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -158,20 +157,11 @@ def is_run(run_dir: Path) -> bool:
 
 
 def clean_leftovers(run_dir: Path) -> list[Path]:
-    """Delete temporary ``.tmp-*`` / ``.old-*`` entries a killed writer left in the run folder
-    and its ``checkpoints/`` (the lock holder alone writes there); returns them."""
-    found = []
-    for folder in (run_dir / "checkpoints", run_dir):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            if p.name.startswith((outputs.TMP, outputs.OLD)):
-                found.append(p)
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-    return found
+    """Delete temporary ``.tmp-*`` / ``.old-*`` entries that killed writers left in the run
+    folder and its ``checkpoints/`` (:func:`scoregen.infra.outputs.clean_temporaries`: only
+    those of processes no longer running); returns them."""
+    return [p for folder in (run_dir / "checkpoints", run_dir)
+            for p in outputs.clean_temporaries(folder)]
 
 
 def claim(run_dir: Path) -> None:
