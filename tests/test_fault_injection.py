@@ -257,9 +257,12 @@ def zygote() -> Iterator[Zygote]:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
+    """The files below ``folder`` and their bytes, without scoregen's bookkeeping (records,
+    the lock, anything under a temporary name a killed writer left)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != outputs.RECORD and not p.name.startswith(outputs.TMP)
-            and p.name != ".lock"}
+            if p.is_file() and p.name not in (outputs.RECORD, ".lock")
+            and not any(part.startswith((outputs.TMP, outputs.OLD))
+                        for part in p.relative_to(folder).parts)}
 
 
 def _complete(path: Path) -> None:

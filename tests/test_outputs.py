@@ -142,9 +142,18 @@ def test_never_writes_over_a_file_scoregen_did_not_write(tmp_path: Path) -> None
         "my notes", "edited by hand", "v1")
 
 
+def test_never_writes_through_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "real.md"
+    real.write_text("mine")
+    (tmp_path / "link.md").symlink_to(real)
+    with pytest.raises(OutputError, match="is not a regular file"):
+        outputs.write_text(tmp_path / "link.md", "x")
+    assert real.read_text() == "mine" and (tmp_path / "link.md").is_symlink()
+
+
 def test_kinds_and_restricted_folders(tmp_path: Path) -> None:
     outputs.write_text(tmp_path / "config.yaml", "a: 1\n", kind="run")
-    with pytest.raises(OutputError, match="is a file of a scoregen run"):
+    with pytest.raises(OutputError, match="is a scoregen file of kind 'run', not 'output'"):
         outputs.write_text(tmp_path / "config.yaml", "x")
     sealed = tmp_path / "ckpt"
     outputs.mark_folder(sealed, "checkpoint", only=("run",))

@@ -303,8 +303,8 @@ def _check_owned(path: Path, record: dict[str, Any], kind: str, what: str) -> No
                           "file it did not write: move it away, delete it, or choose another "
                           "name")
     if found != kind:
-        raise OutputError(f"{what} {path} is a file of a scoregen {found} (kind {found!r}), "
-                          f"never a {kind} target; choose another name")
+        raise OutputError(f"{what} {path} is a scoregen file of kind {found!r}, not {kind!r}: "
+                          f"only a writer of {found!r} files replaces it; choose another name")
 
 
 # -- writing -------------------------------------------------------------------------------------
