@@ -78,6 +78,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (files / "empty_dir_run").mkdir()
     (files / "dup_section.yaml").write_text(yaml.safe_dump(TINY) + "train:\n  steps: 5\n")
     (files / "dup_key.yaml").write_text("train:\n  lr: 0.001\n  lr: 0.01\n")
+    (files / "empty_train.yaml").write_text(yaml.safe_dump({**TINY, "train": None}))
     (files / "dup_key.json").write_text('{"train": {"lr": 0.001, "lr": 0.01}}')
     (files / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01")
     np.savez(files / "nan.npz", x=np.array([[0.1, np.nan], [0.2, 0.3]]))
@@ -304,8 +305,8 @@ ROWS: list[tuple] = [
      "binary.yaml is not a text file (byte 0 is not UTF-8)"),
     ("train --set malformed", [*T, "--set", "train.lr=[1"], 1,
      "override 'train.lr=[1': the value '[1' is not valid YAML"),
-    ("train --set into empty section", [*T, "--set", "train.steps=0"], 1,
-     "train.steps: must be > 0"),
+    ("train --set into empty section", ["train", "{files}/empty_train.yaml", "--set",
+                                        "train.steps=0"], 1, "train.steps: must be > 0"),
     ("data name", [*T, "--set", "data.name=nope"], 1, "data: unknown dataset 'nope'"),
     ("data n 0", [*T, "--set", "data.n=0"], 1, "data.n must be a positive integer, got 0"),
     ("data n type", [*T, "--set", "data.n=abc"], 1, "data.n: must be an integer, got 'abc'"),

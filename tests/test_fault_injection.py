@@ -178,6 +178,12 @@ def torn(path, **arrays):
     os.kill(os.getpid(), signal.SIGKILL)
 m.save_npz = torn
 ''',
+    # a file-size limit, as a full disk or quota: writes past 20 kB fail with EFBIG
+    "fsize": '''
+import resource
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+''',
     # kill between the renames of a group: the plot replaced, the .npz not yet
     "between_renames": '''
 replace = os.replace
@@ -246,6 +252,7 @@ class Zygote:
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
+        self.proc.kill()  # it holds no files: no need to wait for the interpreter's shutdown
         self.proc.wait(timeout=60)
 
 
@@ -429,3 +436,15 @@ def test_kill_as_soon_as_the_npz_changes(zygote: Zygote, tmp_path: Path) -> None
     with np.load(out / "k.npz") as npz:
         assert npz["x"].shape == (20000, 2) and int(npz["seed"]) == 9  # whole and new
     _check_intact(out, old, {})
+
+
+def test_a_full_disk_names_the_file_and_changes_nothing(zygote: Zygote, tmp_path: Path) -> None:
+    """A real resource limit (RLIMIT_FSIZE, as a full disk or quota): one error line naming
+    the files, and the old ones intact."""
+    _, out, argv, old = _sample_twice(zygote, tmp_path)
+    log = tmp_path / "full"
+    assert zygote.run([*argv, "--seed", "9"], log, hook="fsize")[0] == 1
+    text = log.read_text()
+    assert f"error: cannot write {out / 'k.png'} and {out / 'k.npz'}: File too large" in text
+    assert "are unchanged" in text and "Traceback" not in text
+    assert _snapshot(out) == old and not list(out.glob(".tmp-*"))

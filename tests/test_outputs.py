@@ -16,8 +16,6 @@ import errno
 import io
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 import warnings
@@ -101,26 +99,6 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> Non
     assert str(target) in message and "No space left on device" in message
     assert "is unchanged" in message and "free some space" in message
     assert target.read_bytes() == b"old" and not list(tmp_path.glob(".tmp-*"))
-
-
-def test_file_size_limit_through_the_cli(run: Path, tmp_path: Path) -> None:
-    """A real resource limit (RLIMIT_FSIZE, as a full quota): one error line naming the
-    file, the old file intact."""
-    out = tmp_path / "k.npz"
-    assert _cli("sample", str(run), "-n", "4", "--out", str(out), "--no-progress")[0] == 0
-    before = _bytes(tmp_path)
-
-    def limit() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    proc = subprocess.run([sys.executable, "-m", "scoregen", "sample", str(run), "-n", "5000",
-                           "--out", str(out), "--no-progress"], preexec_fn=limit,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert f"cannot write {tmp_path / 'k.png'} and {out}: File too large" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert _bytes(tmp_path) == before
 
 
 def test_never_writes_over_a_file_scoregen_did_not_write(tmp_path: Path) -> None:
