@@ -41,6 +41,7 @@ import scoregen
 from scoregen import samplers, sde
 from scoregen.evaluation import compare
 from scoregen.evaluation.compare import Setting
+from scoregen.infra import outputs
 
 STEPS = 20
 TOLERANCE = 1e-3
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(out[-1], flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(out))
+        outputs.write_text(args.out, "\n".join(out))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import csv
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from scoregen.infra import outputs
 
 
 def _rate(log: Path, batch: int) -> float:
@@ -54,10 +55,9 @@ def main() -> None:
     for layout in args.layouts.split(","):
         procs, threads = (int(v) for v in layout.split("x"))
         run = out / f"p{procs}_t{threads}"
-        shutil.rmtree(run, ignore_errors=True)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={procs}", "-m", "scoregen", "train", args.config,
-               "--out", str(run), "--steps", str(args.steps), "--no-progress",
+               "--out", str(run), "--overwrite", "--steps", str(args.steps), "--no-progress",
                "--set", f"train.threads={threads}", "--set", f"train.log_every={args.log_every}",
                "--set", "train.ckpt_every=0", "--set", "train.sample_every=0"]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -77,9 +77,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.md").write_text(text)
-    (out / "scaling.json").write_text(json.dumps({"config": args.config, "steps": args.steps,
-                                                  "batch": batch, "rows": rows}, indent=1))
+    outputs.write_text(out / "scaling.md", text)
+    outputs.write_text(out / "scaling.json", json.dumps(
+        {"config": args.config, "steps": args.steps, "batch": batch, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

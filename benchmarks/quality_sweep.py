@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from scoregen.cli import main
+from scoregen.infra import outputs
 
 PRESETS = ("ring8", "mix64")
 DIGITS_RUN = Path("runs/digits")
@@ -69,7 +70,7 @@ def wins_table(results: Path) -> str:
 
 def write_wins() -> None:
     tables = [wins_table(f) for f in sorted(OUT.glob("*/results.json"))]
-    (OUT / "wins.md").write_text("\n".join(tables))
+    outputs.write_text(OUT / "wins.md", "\n".join(tables))
     print(f"wrote {OUT / 'wins.md'}")
 
 

@@ -32,6 +32,8 @@ import scoregen
 from scoregen import sde as sde_lib
 from scoregen.evaluation import compare, peers
 from scoregen.evaluation.compare import Setting
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models import analytic
 from scoregen.sampling.grid_tuning import endpoint_error, teacher_trajectories
 
@@ -124,7 +126,7 @@ def main() -> None:
                  "`ode_dopri5` (NFE, error): " + ", ".join(
             f"({n}, {e:.2g})" for n, e in curves["ode_dopri5"]), ""]
         print("\n".join(lines), flush=True)
-    (out / "results.md").write_text("\n".join(text))
+    outputs.write_text(out / "results.md", "\n".join(text))
     _plot(all_curves, out / "error_vs_nfe.png")
     print(f"wrote {out / 'results.md'} and {out / 'error_vs_nfe.png'}")
 
@@ -146,8 +148,7 @@ def _plot(all_curves, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

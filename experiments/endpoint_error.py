@@ -31,6 +31,8 @@ from scoregen import samplers
 from scoregen import sde as sde_lib
 from scoregen.evaluation.metrics import nll_gap
 from scoregen.evaluation.reference import pf_ode_endpoint
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models.analytic import preset
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.noise import NoiseSource, seeds_for
@@ -134,7 +136,7 @@ def plot(results: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         reports.append(markdown(name, sde, errors, nll, floor))
         curves[f"{name} ({sde.name})"] = errors
         print(reports[-1], flush=True)
-    (out / "endpoint_error.md").write_text("\n".join(reports))
+    outputs.write_text(out / "endpoint_error.md", "\n".join(reports))
     plot(curves, out / "endpoint_error.png")
     print(f"wrote {out / 'endpoint_error.md'} and .png (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; log10 of 1e-6 = {math.log10(1e-6):.0f})")

@@ -40,6 +40,7 @@ import torch
 import scoregen
 from scoregen import sde as sde_lib
 from scoregen.evaluation import compare
+from scoregen.infra import outputs
 from scoregen.models.analytic import preset
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import time_grid
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.orders:
         table = order_table()
         out.mkdir(parents=True, exist_ok=True)
-        (out / "orders.md").write_text(table)
+        outputs.write_text(out / "orders.md", table)
         print(table)
         return
     reports = []
@@ -204,15 +205,15 @@ def main(argv: list[str] | None = None) -> None:
             report += f"\n({seconds:.0f} s for this problem.)\n"
             folder = out / f"{preset_name}-{sde}"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "results.md").write_text(report)
+            outputs.write_text(folder / "results.md", report)
             compare.write_csv(comp, folder / "results.csv")
             raw = {"problem": comp.problem, "settings": comp.settings, "noise_floor": comp.floor,
                    "records": [dataclasses.asdict(r) for r in comp.records]}
-            (folder / "results.json").write_text(json.dumps(raw, indent=1, allow_nan=True))
+            outputs.write_text(folder / "results.json", json.dumps(raw, indent=1, allow_nan=True))
             print(report, flush=True)
             reports.append(report)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text("\n\n".join(reports))
+    outputs.write_text(out / "summary.md", "\n\n".join(reports))
     print(f"wrote {out / 'summary.md'} (torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)")
 

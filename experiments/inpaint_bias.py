@@ -24,6 +24,8 @@ import torch
 
 from scoregen import sde as sde_lib
 from scoregen.evaluation import metrics
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models import analytic
 from scoregen.sampling.inpaint import inpaint
 
@@ -94,8 +96,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['problem']} | {r['method']} | {r['steps']} | {r['nfe']} | {r['swd']:.4f} | "
               f"{r['nll_gap']:.3f} | {r['mode_tv']:.3f} |" for r in rows]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / "table.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "results.json", json.dumps(rows, indent=1))
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in hist.items():
         ax.hist(values.numpy(), bins=60, range=(-1.5, 1.5), histtype="step", density=True,
@@ -103,8 +105,7 @@ def main() -> None:
     ax.set_xlabel("unknown coordinate y given the known x (ring8, first known point)")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out / "ring8_hist.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "ring8_hist.png", dpi=100)
     print("\n".join(lines))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from scoregen.infra import outputs
 from scoregen.infra.plotting import save_samples
 from scoregen.sampling.api import sample
 from scoregen.training import build_trainer
@@ -57,7 +58,7 @@ def main() -> None:
         "threads": args.threads,
         "grid": str(grid),
     }
-    (Path(args.out) / "result.json").write_text(json.dumps(summary, indent=1))
+    outputs.write_text(Path(args.out) / "result.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 
 

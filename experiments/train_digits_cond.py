@@ -24,7 +24,8 @@ import torch
 
 from scoregen.data import load_dataset
 from scoregen.evaluation.digits_classifier import digits_quality, get_classifier
-from scoregen.infra.plotting import image_grid
+from scoregen.infra import outputs
+from scoregen.infra.plotting import image_grid, save_figure
 from scoregen.sampling.api import sample
 from scoregen.training import build_trainer
 from scoregen.training.checkpoint import load_model, read_checkpoint
@@ -96,16 +97,15 @@ def main() -> None:
                  fontsize=10)
     fig.tight_layout()
     grid = out / "cond_grid.png"
-    fig.savefig(grid, dpi=100)
-    plt.close(fig)
+    save_figure(fig, grid, dpi=100)
     table = ["| guidance w | NFE | accuracy on requested class | confidence | fd_digits |",
              "|---|---|---|---|---|"]
     table += [f"| {r['guidance']:g} | {r['nfe']} | {r['acc']:.3f} | {r['confidence']:.3f} | "
               f"{r['fd']:.2f} |" for r in rows]
-    (out / "cond_table.md").write_text("\n".join(table) + "\n")
+    outputs.write_text(out / "cond_table.md", "\n".join(table) + "\n")
     summary.update(step=step, sampler=args.sampler, per_class=args.per_class, rows=rows,
                    grid=str(grid), threads=args.threads)
-    (out / "cond_result.json").write_text(json.dumps(summary, indent=1))
+    outputs.write_text(out / "cond_result.json", json.dumps(summary, indent=1))
     print("\n".join(table))
     print(f"grid -> {grid}")
 

@@ -24,6 +24,7 @@ import torch
 import scoregen
 from scoregen.data import load_dataset
 from scoregen.evaluation.metrics import sliced_wasserstein
+from scoregen.infra import outputs
 from scoregen.infra.plotting import save_samples
 from scoregen.training import build_trainer
 from scoregen.training.checkpoint import load_model
@@ -79,13 +80,13 @@ def main() -> None:
         print(json.dumps(rows[-1]))
 
     out = Path(args.out)
-    (out / "toy_results.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / "toy_results.json", json.dumps(rows, indent=1))
     lines = ["| data | steps | train s | examples/s | sampler | NFE | SW | floor | SW/floor |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['data']} | {r['steps']} | {r['train_seconds']} | {r['examples_per_s']} | "
               f"{r['sampler']} | {r['nfe']} | {r['sw']} | {r['sw_floor']} | {r['ratio']} |"
               for r in rows]
-    (out / "toy_results.md").write_text("\n".join(lines) + "\n")
+    outputs.write_text(out / "toy_results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     assert all(math.isfinite(r["sw"]) for r in rows)
 

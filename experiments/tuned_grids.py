@@ -43,6 +43,8 @@ import torch
 import scoregen
 from scoregen import sde as sde_lib
 from scoregen.evaluation import compare, peers
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models import analytic
 from scoregen.sampling.grid_tuning import endpoint_error, teacher_trajectories, tune_grid
 from scoregen.sampling.tuned_grids import TunedGrids
@@ -257,8 +259,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:
@@ -286,7 +287,7 @@ def main() -> None:
         lines, rows = exact(preset, args.max_evals)
         text += lines
         results[preset] = rows
-        (out / "results.md").write_text("\n".join(text))
+        outputs.write_text(out / "results.md", "\n".join(text))
     if args.digits and Path(args.digits).exists():
         if not args.presets:
             out = out / "digits"
@@ -297,8 +298,8 @@ def main() -> None:
         results["digits"] = rows
     elif args.digits:
         text += [f"(no digits run at {args.digits}: `python experiments/train_digits.py`)", ""]
-    (out / "results.md").write_text("\n".join(text))
-    (out / "results.json").write_text(json.dumps(
+    outputs.write_text(out / "results.md", "\n".join(text))
+    outputs.write_text(out / "results.json", json.dumps(
         {k: {m: {str(b): v for b, v in c.items()} for m, c in r.items()}
          for k, r in results.items()}, indent=1))
     plot(results, out / "endpoint_error.png")

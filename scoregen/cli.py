@@ -4,19 +4,22 @@ Every module ``scoregen/commands/<name>.py`` is a subcommand, found with ``pkgut
 exposes ``add_arguments(parser)`` and ``run(args) -> int``, and the first line of its
 docstring is the command's help. A new command is a new file; nothing here changes.
 Expected failures (bad config, missing data, corrupt checkpoint, a run folder in use,
-diverged training, non-finite samples, file-system errors) print one ``error:`` line and
-return 1; Ctrl-C prints ``interrupted`` and returns 130; a closed pipe on stdout ends
-quietly with 141. Bad flags are argparse's: usage and
-one error line, exit 2.
+diverged training, non-finite samples, an output location scoregen may not write, file-system
+errors, running out of memory) print one ``error:`` line and return 1; warnings print one
+``warning:`` line each; Ctrl-C prints ``interrupted`` and returns 130; a closed pipe on stdout
+ends quietly with 141. Bad flags are argparse's: usage and one error line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
+import re
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -73,6 +76,24 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (ValueError, KeyError, OSError, TrainingDivergedError, DistributedError)
 
 
+def out_of_memory(err: BaseException) -> str | None:
+    """What to say when ``err`` is running out of memory (``None``: it is not): how large the
+    failed allocation was, when the allocator says, and what to do."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" (one array needed {int(asked.group(1)) / 1e9:.3g} GB)" if asked else (
+        f" ({text.splitlines()[0]})" if text else "")
+    have = ""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        have = f"; this machine has {total / 1e9:.3g} GB"
+    return (f"out of memory{size}{have}: ask for less (fewer samples -n, steps or NFE, a "
+            "smaller batch size, dataset or network) and try again")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``scoregen`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -80,8 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "_run"):
         parser.print_help()
         return 1
+
+    def show(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"scoregen {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return int(args._run(args) or 0)
     except BrokenPipeError:  # the reader went away (`scoregen list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
@@ -90,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, OSError) and err.filename is not None and err.strerror:
             msg = f"{err.filename}: {err.strerror}"
         print(f"scoregen {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as err:
+        message = out_of_memory(err)
+        if message is None:
+            raise
+        print(f"scoregen {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"scoregen {args.command}: interrupted", file=sys.stderr)

@@ -76,6 +76,31 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (files / "broken.yaml").write_text("train: [1, 2\n")
     (files / "cfg.txt").write_text("train: {}\n")
     (files / "empty_dir_run").mkdir()
+    (files / "dup_section.yaml").write_text(yaml.safe_dump(TINY) + "train:\n  steps: 5\n")
+    (files / "dup_key.yaml").write_text("train:\n  lr: 0.001\n  lr: 0.01\n")
+    (files / "empty_train.yaml").write_text(yaml.safe_dump({**TINY, "train": None}))
+    (files / "dup_key.json").write_text('{"train": {"lr": 0.001, "lr": 0.01}}')
+    (files / "binary.yaml").write_bytes(b"\xff\xfe\x00\x01")
+    np.savez(files / "nan.npz", x=np.array([[0.1, np.nan], [0.2, 0.3]]))
+    np.savez(files / "inf.npz", x=np.array([[0.1, np.inf], [0.2, 0.3]]))
+    np.savez(files / "nan_images.npz", x=np.full((4, 4, 4), np.nan))
+    np.savez(files / "no_images.npz", x=np.zeros((0, 4, 4)))
+    np.savez(files / "objects.npz", x=np.array([{"a": 1}, None], dtype=object))
+    np.save(files / "single.npy", np.zeros((2, 2)))
+    np.savez(files / "good.npz", x=np.zeros((2, 2)))
+    (files / "truncated.npz").write_bytes((files / "good.npz").read_bytes()[:60])
+    (files / "empty.npz").write_bytes(b"")
+    (files / "mine.json").write_text("{}")
+    (files / "mine.png").write_bytes(b"my picture")
+    (files / "cmp_mine").mkdir()
+    (files / "cmp_mine" / "results.md").write_text("my results")
+    (files / "grids_mine").mkdir()
+    (files / "grids_mine" / "tuned_grids.json").write_text('{"format": 1, "grids": []}')
+    for name, names in (("foreign", ["config.yaml", "samples"]), ("foreign_log", ["log.csv"])):
+        (files / name).mkdir()
+        for entry in names:
+            (files / name / entry).write_text("mine") if "." in entry else (
+                files / name / entry).mkdir()
     return {"cfg": cfg, "bare": root / "bare.yaml", "run": run, "files": files, "root": root}
 
 
@@ -113,7 +138,18 @@ SETUPS: dict[str, Callable[[Path], object]] = {
     "weights_deleted": lambda c: (_ckpt(c) / "weights.safetensors").unlink(),
     "live_lock": _live_lock,
     "stale_lock": _dead_lock,
+    "hashes_removed": lambda c: _edit_meta(c, lambda m: m.pop("files")),
+    "meta_edited": lambda c: _edit_meta(c, lambda m: m["model"].update(prediction="x0")),
+    "config_edited": lambda c: (c / "config.yaml").write_text(
+        (c / "config.yaml").read_text() + "# my note\n"),
 }
+
+
+def _edit_meta(copy: Path, edit: Callable[[dict], object]) -> None:
+    path = _ckpt(copy) / "checkpoint.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta, indent=1))
 
 T = ["train", "{cfg}", "--no-progress", "--out", "{tmp}/new"]  # a fresh run
 D = ["train", "{bare}", "--no-progress", "--out", "{tmp}/new"]  # data section: a name only
@@ -175,8 +211,62 @@ ROWS: list[tuple] = [
     ("sample --opt type", [*S, "--opt", "eta=abc"], 1, "--opt eta: must be a number, got 'abc'"),
     ("sample --opt range", [*S, "--opt", "eta=2"], 1, "eta"),
     ("sample --opt form", [*S, "--opt", "eta"], 1, "--opt 'eta' must look like key=value"),
-    ("sample bad out format", [*S[:-1], "{tmp}/s.jpgx"], 1, "Format 'jpgx' is not supported"),
-    ("sample out under a file", [*S[:-1], "{files}/a_file/s.png"], 1, "a_file"),
+    ("sample bad out format", [*S[:-1], "{tmp}/s.jpgx"], 1,
+     "--out {tmp}/s.jpgx: scoregen writes .npz, .avif"),
+    ("sample out under a file", [*S[:-1], "{files}/a_file/s.png"], 1,
+     "cannot create it, {files}/a_file is a file, not a folder"),
+    ("sample --seed huge", [*S, "--seed", str(2**70)], 2, "--seed: must lie in [0, 2^62]"),
+    ("sample --seed -1", [*S, "--seed", "-1"], 2, "--seed: must lie in [0, 2^62], got -1"),
+    ("sample --resample 0", [*S, "--resample", "0"], 2, "--resample: must be a positive"),
+    ("sample --guidance-interval", [*S, "--guidance-interval", "a,b"], 1,
+     "--guidance-interval must be two times T_LO,T_HI"),
+    ("sample too many samples", [*S, "-n", str(10**12), "--steps", "1"], 1,
+     "out of memory (one array needed 8e+03 GB)"),
+    ("sample too many steps", [*S, "--steps", str(10**12)], 1, "out of memory"),
+    ("compare --seed huge", [*C, "--seed", str(2**63)], 2, "--seed: must lie in [0, 2^62]"),
+    ("evaluate --rtol", ["evaluate", "{run}", "--rtol", "-1"], 1,
+     "--rtol must be a positive number, got -1.0"),
+    ("evaluate --seed", ["evaluate", "{run}", "--seed", "x"], 2, "--seed: must be an integer"),
+    ("tune-grid -n 0", ["tune-grid", "ring8", "--sampler", "ddim", "--nfe", "3", "-n", "0"], 2,
+     "-n: must be a positive integer, got 0"),
+    ("train --seed -1", [*T, "--seed", "-1"], 2, "--seed: must lie in [0, 2^62], got -1"),
+    ("train seed in config", [*T, "--set", f"train.seed={2**63}"], 1,
+     "train.seed: must lie in [0, 2^62]"),
+    # -- outputs: checked before the work, never over files scoregen did not write ----------
+    ("sample out is a folder", [*S[:-1], "{files}/empty"], 1,
+     "--out {files}/empty is a folder; give a file name inside it"),
+    ("sample out without suffix", [*S[:-1], "{tmp}/samples"], 1, "not no suffix"),
+    ("sample out over my file", [*S[:-1], "{files}/mine.png"], 1,
+     "--out {files}/mine.png exists and was not written by scoregen"),
+    ("sample out into checkpoints", [*S[:-1], "{run}/checkpoints/s.png"], 1,
+     "is inside {run}/checkpoints, a scoregen checkpoints folder that holds only run files"),
+    ("sample out temporary name", [*S[:-1], "{tmp}/.tmp-1-abcdef01-s.png"], 1,
+     "the name is reserved for scoregen's own bookkeeping"),
+    ("evaluate out weights", ["evaluate", "{copy}", "--out",
+                              "{copy}/checkpoints/step_000004/weights.safetensors"], 1,
+     "scoregen writes .json files here, not '.safetensors'"),
+    ("evaluate out checkpoint.json", ["evaluate", "{copy}", "--out",
+                                      "{copy}/checkpoints/step_000004/checkpoint.json"], 1,
+     "a scoregen checkpoint folder that holds only grids and run files"),
+    ("evaluate out config.yaml", ["evaluate", "{copy}", "--out", "{copy}/config.yaml"], 1,
+     "scoregen writes .json files here, not '.yaml'"),
+    ("evaluate out over my file", ["evaluate", "{run}", "--out", "{files}/mine.json"], 1,
+     "--out {files}/mine.json exists and was not written by scoregen"),
+    ("evaluate out md", ["evaluate", "{run}", "--out", "{tmp}/e.md"], 1,
+     "scoregen writes .json files here, not '.md'"),
+    ("compare out is a file", [*C[:-1], "{files}/a_file"], 1,
+     "--out {files}/a_file is a file, not a folder"),
+    ("compare out over my results", [*C[:-1], "{files}/cmp_mine"], 1,
+     "--out {files}/cmp_mine/results.md exists and was not written by scoregen"),
+    ("tune-grid out over my grids", ["tune-grid", "ring8", "--sampler", "ddim", "--nfe", "3",
+                                     "--out", "{files}/grids_mine"], 1,
+     "tuned_grids.json exists and was not written by scoregen"),
+    ("train overwrite a foreign folder", [*T[:-1], "{files}/foreign", "--overwrite"], 1,
+     "{files}/foreign holds config.yaml, samples but is not a scoregen run folder"),
+    ("train resume a foreign folder", [*T[:-1], "{files}/foreign_log", "--resume"], 1,
+     "holds log.csv but is not a scoregen run folder"),
+    ("train fresh into a foreign folder", [*T[:-1], "{files}/foreign"], 1,
+     "is not a scoregen run folder"),
     ("compare --opt unknown", [*C, "--opt", "ddim.bogus=1"], 1, "unexpected keyword option"),
     ("compare --opt type", [*C, "--opt", "ddim.eta=abc"], 1,
      "--opt ddim.eta: must be a number, got 'abc'"),
@@ -201,7 +291,22 @@ ROWS: list[tuple] = [
     ("config missing", ["train", "{tmp}/none.yaml"], 1, "config file"),
     ("config format", ["train", "{files}/cfg.txt"], 1, "unknown config format '.txt'"),
     ("config yaml", ["train", "{files}/broken.yaml"], 1, "cannot parse"),
-    ("config not a mapping", ["train", "{files}/list.yaml"], 1, "a config must be a mapping"),
+    ("config not a mapping", ["train", "{files}/list.yaml"], 1,
+     "{files}/list.yaml: a config must be a mapping with sections"),
+    ("config duplicate section", ["train", "{files}/dup_section.yaml"], 1,
+     "{files}/dup_section.yaml: key 'train' is given twice in one mapping (lines"),
+    ("config duplicate key", ["train", "{files}/dup_key.yaml"], 1,
+     "{files}/dup_key.yaml: key 'lr' is given twice in one mapping (lines 2 and 3)"),
+    ("config duplicate key json", ["train", "{files}/dup_key.json"], 1,
+     "{files}/dup_key.json: key 'lr' is given twice"),
+    ("config is a folder", ["train", "{files}/empty"], 1, "is a folder, not a file"),
+    ("config is a device", ["train", "/dev/null"], 1, "config /dev/null is not a regular file"),
+    ("config binary", ["train", "{files}/binary.yaml"], 1,
+     "binary.yaml is not a text file (byte 0 is not UTF-8)"),
+    ("train --set malformed", [*T, "--set", "train.lr=[1"], 1,
+     "override 'train.lr=[1': the value '[1' is not valid YAML"),
+    ("train --set into empty section", ["train", "{files}/empty_train.yaml", "--set",
+                                        "train.steps=0"], 1, "train.steps: must be > 0"),
     ("data name", [*T, "--set", "data.name=nope"], 1, "data: unknown dataset 'nope'"),
     ("data n 0", [*T, "--set", "data.n=0"], 1, "data.n must be a positive integer, got 0"),
     ("data n type", [*T, "--set", "data.n=abc"], 1, "data.n: must be an integer, got 'abc'"),
@@ -242,11 +347,21 @@ ROWS: list[tuple] = [
     ("images missing", IMG("{tmp}/nope"), 1,
      "does not exist"),
     ("images garbage npz", IMG("{files}/garbage.npz"), 1,
-     "garbage.npz is not a readable .npz file"),
+     "garbage.npz is not an .npz file (bad header: an .npz is a zip archive, but it starts "
+     "with b'garb')"),
+    ("images empty npz", IMG("{files}/empty.npz"), 1, "the file is empty"),
+    ("images truncated npz", IMG("{files}/truncated.npz"), 1,
+     "truncated.npz is a damaged .npz archive"),
+    ("images npy", IMG("{files}/single.npy"), 1, "is a file but not an .npz"),
+    ("images objects", IMG("{files}/objects.npz"), 1,
+     "array 'x' in {files}/objects.npz holds Python objects"),
+    ("images nan", IMG("{files}/nan_images.npz"), 1,
+     "nan_images.npz holds 64 NaN value(s) among 64"),
+    ("images none", IMG("{files}/no_images.npz"), 1, "array 'x' holds no images"),
     ("images not npz", IMG("{files}/image.png"), 1,
      "is a file but not an .npz"),
     ("images two arrays", IMG("{files}/two.npz"), 1,
-     "cannot tell which array holds the images"),
+     "cannot tell which array of {files}/two.npz to use (it holds ['a', 'b'])"),
     ("images flat", IMG("{files}/flat.npz"), 1,
      "has shape (4, 5); expected (N, H, W)"),
     ("images range", IMG("{files}/range.npz"), 1,
@@ -309,6 +424,34 @@ ROWS: list[tuple] = [
      "weights_deleted"),
     ("compare damaged checkpoint", [*C, "--checkpoint", "{copy}"], 1, "LATEST is damaged",
      "latest_garbage"),
+    ("checkpoint hashes removed", ["sample", "{copy}"], 1,
+     "checkpoint.json records no size and SHA-256 of weights.safetensors", "hashes_removed"),
+    ("checkpoint.json edited", ["sample", "{copy}"], 1,
+     "checkpoint.json was edited after the checkpoint was written", "meta_edited"),
+    ("resume edited checkpoint", [*TR, "--resume", "--steps", "6"], 1,
+     "checkpoint.json was edited after", "meta_edited"),
+    ("resume edited config.yaml", [*TR, "--resume", "--steps", "6"], 1,
+     "run config {copy}/config.yaml exists and was changed after scoregen wrote it",
+     "config_edited"),
+    ("sample out beside my file", [*S[:-1], "{files}/mine.npz"], 1,
+     "--out {files}/mine.png exists and was not written by scoregen"),
+    # -- files a user gives: the cause, named -----------------------------------------------
+    ("inpaint nan", [*S, "--inpaint", "{files}/nan.npz"], 1,
+     "--inpaint: {files}/nan.npz holds 1 NaN value(s) among 4"),
+    ("inpaint inf", [*S, "--inpaint", "{files}/inf.npz"], 1, "holds 1 infinite value(s)"),
+    ("inpaint garbage", [*S, "--inpaint", "{files}/garbage.npz"], 1,
+     "--inpaint: {files}/garbage.npz is not an .npz file (bad header"),
+    ("inpaint npy", [*S, "--inpaint", "{files}/single.npy"], 1,
+     "is a single .npy array, not an .npz archive"),
+    ("inpaint truncated", [*S, "--inpaint", "{files}/truncated.npz"], 1,
+     "is a damaged .npz archive"),
+    ("inpaint objects", [*S, "--inpaint", "{files}/objects.npz"], 1, "holds Python objects"),
+    ("inpaint folder", [*S, "--inpaint", "{files}/empty"], 1, "is a folder, not an .npz"),
+    ("inpaint missing", [*S, "--inpaint", "{tmp}/none.npz"], 1, "--inpaint: {tmp}/none.npz does"),
+    ("compare reference nan", [*C, "--checkpoint", "{run}", "--reference", "{files}/nan.npz"],
+     1, "--reference: {files}/nan.npz holds 1 NaN value(s)"),
+    ("compare reference garbage", [*C, "--checkpoint", "{run}", "--reference",
+                                   "{files}/garbage.npz"], 1, "bad header"),
 ]
 
 
@@ -340,7 +483,7 @@ def test_bad_input_row(row: tuple, world: dict[str, Path], tmp_path: Path,
             rc = exit_.code
     text = out.getvalue() + err.getvalue()
     assert rc == code, text
-    assert phrase in text, text
+    assert _fill(phrase, world, tmp_path, copy) in text, text
     assert "Traceback" not in text
     if code:
         errors = [ln for ln in err.getvalue().splitlines() if "error:" in ln]

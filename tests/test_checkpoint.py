@@ -116,13 +116,39 @@ def test_corrupt_weights_and_metadata(tmp_path: Path) -> None:
         read_checkpoint(folder)
 
 
-def test_garbage_weights_without_checksum(tmp_path: Path) -> None:
+def test_integrity_check_cannot_be_switched_off(tmp_path: Path) -> None:
+    """Removing the weights' hashes from checkpoint.json refuses the checkpoint; editing
+    checkpoint.json is caught by the digest in the weights' header; garbage weights whose
+    hashes were forged still fail to parse, with the file named."""
+    import hashlib
+
     _trainer(tmp_path, 2).fit()
     folder = find_checkpoint(tmp_path)
-    meta = json.loads((folder / "checkpoint.json").read_text())
-    meta["files"] = {}
-    (folder / "checkpoint.json").write_text(json.dumps(meta))
-    (folder / "weights.safetensors").write_bytes(b"\x00" * 64)
+    meta_file, weights = folder / "checkpoint.json", folder / "weights.safetensors"
+    original = meta_file.read_text()
+    for files in ({}, None, {"weights.safetensors": {}},
+                  {"weights.safetensors": {"bytes": weights.stat().st_size}}):
+        meta = json.loads(original)
+        if files is None:
+            del meta["files"]
+        else:
+            meta["files"] = files
+        meta_file.write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"records no size and SHA-256 of weights"):
+            load_model(folder)
+    meta = json.loads(original)
+    meta["model"]["network"]["width"] = 999  # relabel the weights by hand
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"checkpoint\.json was edited after"):
+        load_model(folder)
+    meta_file.write_text(json.dumps(json.loads(original), indent=4))  # layout is not content
+    assert load_model(folder) is not None
+    garbage = b"\x00" * 64
+    weights.write_bytes(garbage)
+    meta = json.loads(original)
+    meta["files"] = {"weights.safetensors": {"bytes": 64,
+                                             "sha256": hashlib.sha256(garbage).hexdigest()}}
+    meta_file.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"cannot read checkpoint weights .*safetensors"):
         load_model(folder)
 

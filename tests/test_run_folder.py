@@ -238,13 +238,17 @@ def test_resume_truncates_log_and_cleans_leftovers(tmp_path: Path, config: Path)
 
     shutil.rmtree(ckpts / "step_000020")
     (ckpts / "LATEST").write_text("step_000010\n")
-    (ckpts / ".tmp-step_000020-12345").mkdir()
-    (ckpts / ".LATEST.tmp-12345").write_text("x")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (ckpts / f".tmp-{dead}-0badf00d-step_000020").mkdir()  # left by a killed writer
+    (ckpts / f".tmp-{dead}-0badf00d-LATEST").write_text("x")
+    (ckpts / f".tmp-{os.getppid()}-0badf00d-LATEST").write_text("x")  # a live one's: kept
     with open(run / "log.csv", "a") as fh:
         fh.write("2")  # a torn row
     assert _train(config, run, "--steps", "20", "--resume") == 0
     assert _log_steps(run) == [5, 10, 15, 20]
-    assert not [p for p in ckpts.iterdir() if ".tmp-" in p.name]
+    assert [p.name for p in ckpts.iterdir() if ".tmp-" in p.name] == [
+        f".tmp-{os.getppid()}-0badf00d-LATEST"]
     assert truncate_log(run / "log.csv", 12) == 2 and _log_steps(run) == [5, 10]
 
 

@@ -1,4 +1,4 @@
-"""Argument types shared by the commands: comma-separated lists and positive counts."""
+"""Argument types shared by the commands: comma-separated lists, positive counts, seeds."""
 
 from __future__ import annotations
 
@@ -36,4 +36,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+SEED_MAX = 2**62  # sample k uses seed + k: a 64-bit integer for any sample count
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in ``[0, 2^62]``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2^62], got {value}")
     return value

@@ -3,7 +3,9 @@
 By default the exact Gaussian-mixture oracle (preset ring8 under VP) with every registered
 sampler at NFE budgets 5, 10, 20, 50, 100, 1000 (budgets above 100 only for one-NFE-per-step
 samplers); self-stepping samplers run at tolerances. Writes results.md, results.csv,
-results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out. Examples::
+results.json, quality_vs_nfe.png and samples_nfe<B>.png into --out (checked before the work;
+written together, atomically, and only over files scoregen wrote: docs/outputs.md).
+Examples::
 
     scoregen compare
     scoregen compare --preset mix64 --samplers ddim,heun --budgets 10,20,50
@@ -29,6 +31,7 @@ from typing import Any
 from scoregen.commands._args import floats as _floats
 from scoregen.commands._args import ints as _ints
 from scoregen.commands._args import names as _names
+from scoregen.commands._args import seed_int
 
 _DTYPES = {"float32": "float32", "float64": "float64"}
 
@@ -61,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samplers with >1 NFE per step skip budgets above this "
                              "(0: no limit; default %(default)s)")
     parser.add_argument("-n", type=int, default=2000, help="samples per run (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="sample k uses seed + k")
+    parser.add_argument("--seed", type=seed_int, default=0, help="sample k uses seed + k")
     parser.add_argument("--spacing", default="auto",
                         help="time grid of scoregen samplers: auto (the SDE's tuned default), "
                              "uniform, quadratic, logsnr, edm, or tuned (grids fitted by "
@@ -109,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                              f", got {value}")
     if args.tolerances is not None and not all(tol > 0 for tol in args.tolerances):
         raise ValueError(f"--tolerances must be positive numbers, got {args.tolerances}")
+    _check_outputs(args)  # before the work
     if args.device != "auto":
         from scoregen.training import resolve_device
 
@@ -171,6 +175,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Where the comparison will write, checked as outputs (docs/outputs.md)."""
+    from pathlib import Path
+
+    from scoregen.evaluation import compare
+    from scoregen.infra import outputs
+
+    show = compare.shown_budget(args.budgets, args.show_nfe)
+    if not args.guidance:
+        compare.check_outputs(args.out, show)
+        return
+    for w in args.guidance:
+        compare.check_outputs(Path(args.out) / f"guidance_{w:g}", show)
+    outputs.check_target(Path(args.out) / "guidance.md", what="--out")
+
+
 def _methods(args: argparse.Namespace, sde: Any) -> list[Any]:
     from scoregen.evaluation import compare
 
@@ -189,6 +209,7 @@ def _run_guided(args: argparse.Namespace, dtype: Any) -> int:
     from pathlib import Path
 
     from scoregen.evaluation import compare
+    from scoregen.infra import outputs
 
     comps = {}
     for w in args.guidance:
@@ -203,10 +224,10 @@ def _run_guided(args: argparse.Namespace, dtype: Any) -> int:
         comp.settings.update(spacing=args.spacing, guidance=w)
         compare.write_outputs(comp, Path(args.out) / f"guidance_{w:g}", problem.reference)
         comps[w] = comp
-    summary = Path(args.out) / "guidance.md"
-    summary.write_text(compare.guidance_summary(comps))
+    summary = outputs.write_text(Path(args.out) / "guidance.md", compare.guidance_summary(comps))
     print(f"guided comparison at scales {', '.join(f'{w:g}' for w in comps)} -> {summary}")
     return 0
+
 
 def _tuned_grids(args: argparse.Namespace):
     """The tuned grids of ``--grids``, else of the ``--checkpoint``'s folder."""

@@ -6,7 +6,8 @@ and the variational bound of the SDE (--bound-times importance-sampled log-SNR d
 example), each with its standard error and NFE; image data are dequantized at the
 dataset's own bit depth and reported in bits/dim (docs/metrics.md). Sample metrics compare
 -n samples of --sampler/--steps with the held-out split. Writes JSON and a markdown table
-(--out, default RUN/eval/evaluation.json). Examples::
+(--out, default RUN/eval/evaluation.json; checked before the evaluation, both written together,
+atomically, and only over files scoregen wrote: docs/outputs.md). Examples::
 
     scoregen evaluate runs/digits
     scoregen evaluate runs/toy --metrics nll,swd --n 2000 --out runs/toy/eval.json
@@ -19,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from scoregen.commands._args import names as _names
-from scoregen.commands._args import positive_int
+from scoregen.commands._args import positive_int, seed_int
 from scoregen.commands._model import add_model_argument, load_source
 from scoregen.commands.sample import sampler_options
 
@@ -58,10 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="sampler option, e.g. eta=1.0 (repeatable)")
     parser.add_argument("--sde", help="evaluate under another SDE (re-targeted by log-SNR)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
-    parser.add_argument("--seed", type=int, default=0, help="example / sample k uses seed + k")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="example / sample k uses seed + k")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     parser.add_argument("--out", help="JSON output (a .md table is written beside it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """``(json, md)`` of ``--out``, checked as outputs before the work."""
+    from scoregen.infra import outputs
+
+    outputs.check_target(out, (".json",), what="--out")
+    md = out.with_suffix(".md")
+    outputs.check_target(md, what="--out")
+    return out, md
 
 
 def default_metrics(data: str, kind: str) -> list[str]:
@@ -84,8 +96,20 @@ def run(args: argparse.Namespace) -> int:
     from scoregen.models.analytic import preset
     from scoregen.training import resolve_device
 
+    for flag, value in (("--rtol", args.rtol), ("--atol", args.atol)):
+        if not value > 0:  # NaN too
+            raise ValueError(f"{flag} must be a positive number, got {value}")
     device = resolve_device(args.device)
+    if args.out:
+        report_paths(Path(args.out))  # checked before the work
     src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    if args.out:
+        out = Path(args.out)
+    elif src.run_dir is not None:
+        out = src.run_dir / "eval" / "evaluation.json"
+    else:
+        out = Path("evaluation.json")
+    report_paths(out)
     data = args.data or src.data
     if data is None:
         raise ValueError("no dataset to evaluate on: give --data NAME (`scoregen list datasets`)")
@@ -120,12 +144,6 @@ def run(args: argparse.Namespace) -> int:
                                   seed=args.seed),
         sampling=SampleSettings(sampler, steps, args.spacing, opts), reference2=reference2,
         mixture=mixture, device=device, progress=not args.no_progress)
-    if args.out:
-        out = Path(args.out)
-    elif src.run_dir is not None:
-        out = src.run_dir / "eval" / "evaluation.json"
-    else:
-        out = Path("evaluation.json")
     json_path, md_path = report.write(out)
     print(report.markdown())
     print(f"wrote {json_path} and {md_path}")

@@ -3,10 +3,15 @@
 Uses the EMA weights unless ``--no-ema``; defaults come from the run's ``sample`` config
 section. Image samples are clipped to the data range ``[-1, 1]`` (the PNG always; the
 ``.npz`` unless ``--no-clip``, and it records ``clipped`` and the fraction of values that
-fell outside). Non-finite samples are an error (exit 1). Under ``torchrun`` the samples are
-shared out: rank ``r`` draws the samples ``k`` with ``k mod world == r``, each from its own
-seed ``seed + k``, and rank 0 gathers them in index order and writes the files, which are
-then byte for byte those of one process (for samplers with a fixed grid). Examples::
+fell outside). Non-finite samples are an error (exit 1) and nothing is written; samples far
+outside the data range (e.g. from a guidance scale too large for the model) are written with
+a warning. The plot and the ``.npz`` are written together, atomically, and only over files
+scoregen wrote (docs/outputs.md); ``--out`` is checked before sampling. Under ``torchrun``
+the samples are shared out: rank ``r`` draws the samples ``k`` with ``k mod world == r``,
+each from its own seed ``seed + k``, and rank 0 gathers them in index order and writes the
+files. Sample ``k`` is the same computation whatever the batch or the number of processes;
+whether its bits are equal depends on the model's arithmetic (docs/outputs.md,
+"Reproducibility"). Examples::
 
     scoregen sample runs/toy2d --sampler ddim --steps 50 -n 512 --out toy.png
     torchrun --standalone --nproc_per_node=2 -m scoregen sample runs/ddp -n 10000 --out s.npz
@@ -25,17 +30,19 @@ above the results.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from scoregen.commands._args import positive_int
+from scoregen.commands._args import positive_int, seed_int
 from scoregen.commands._model import add_model_argument, load_source
+from scoregen.infra import outputs
+from scoregen.infra.npz import check_finite, open_npz, pick_key, read_array, save_npz
+
+FAR = 100.0  # |x| beyond this is far outside the data range [-1, 1] of scoregen's datasets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfe", type=positive_int, help="NFE budget instead of --steps: the "
                         "step count whose counted NFE is the largest <= NFE")
     parser.add_argument("-n", type=positive_int, help="number of samples")
-    parser.add_argument("--out", help="output PNG or .npz (both are written, with one stem)")
-    parser.add_argument("--seed", type=int, help="sample k uses seed + k")
+    parser.add_argument("--out", help="output PNG or .npz (both are written, with one stem; "
+                        "another image suffix such as .pdf or .svg for the plot)")
+    parser.add_argument("--seed", type=seed_int, help="sample k uses seed + k")
     parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
                                           "quadratic, logsnr, edm, or tuned (the grid fitted by "
                                           "`scoregen tune-grid`, kept in the checkpoint folder)")
@@ -74,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cond.add_argument("--inpaint", metavar="FILE.npz", help="known samples to complete")
     cond.add_argument("--mask", default="right-half", help="region to fill with --inpaint "
                       "(right-half, left-half, top-half, bottom-half, center)")
-    cond.add_argument("--resample", type=int, default=1,
+    cond.add_argument("--resample", type=positive_int, default=1,
                       help="RePaint resampling per step with --inpaint (default 1: plain "
                            "replacement)")
 
@@ -109,25 +117,36 @@ def load_known(path: str, shape: tuple[int, ...], n: int) -> Any:
     import torch
 
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"--inpaint: {file} does not exist")
-    with np.load(file, allow_pickle=False) as data:
-        keys = list(data.keys())
-        key = next((k for k in ("x", "images") if k in keys), keys[0] if len(keys) == 1 else None)
-        if key is None:
-            raise ValueError(f"--inpaint: {file} holds {keys}; store the samples under 'x'")
-        arr = data[key][:n]
+    with open_npz(file, "--inpaint") as data:
+        arr = read_array(data, pick_key(data, ("x", "images"), "--inpaint"), "--inpaint")[:n]
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0 * 2 - 1
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"--inpaint: {file} holds {arr.dtype} values, not numbers")
+    check_finite(arr, f"--inpaint: {file}")
     x = torch.as_tensor(np.asarray(arr, dtype=np.float64))
     if x.shape[1:] != shape and x.ndim == len(shape) and (1, *x.shape[1:]) == shape:
         x = x[:, None]  # (N, H, W) grey images
     if x.shape[1:] != shape:
         raise ValueError(f"--inpaint: samples in {file} have shape {tuple(x.shape[1:])} but "
                          f"the model makes {shape}")
+    if len(x) == 0:
+        raise ValueError(f"--inpaint: {file} holds no samples")
     if x.abs().max() > 1 + 1e-6:
         raise ValueError(f"--inpaint: values in {file} leave [-1, 1]; store data in [-1, 1]")
     return x.to(torch.float32)
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """``(plot, npz)`` for ``--out``: one stem, the plot as the suffix says (PNG for
+    ``.npz``); an error naming the accepted suffixes for any other."""
+    from scoregen.infra.plotting import FORMATS
+
+    outputs.check_target(out, (".npz", *FORMATS), what="--out")
+    plot = out.with_suffix(".png") if out.suffix.lower() == ".npz" else out
+    npz = out.with_suffix(".npz")
+    outputs.check_target(plot if out == npz else npz, what="--out")
+    return plot, npz
 
 
 def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> dict:
@@ -153,29 +172,23 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
     return opts
 
 
-def save_npz(path: Path, **arrays: Any) -> None:
-    """``numpy.savez`` with a fixed timestamp in the zip headers: equal arrays, equal bytes."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                        buf.getvalue())
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from scoregen.infra import distributed
-    from scoregen.infra.plotting import clip_to_range, save_samples
+    from scoregen.infra.plotting import clip_to_range, render, samples_figure
     from scoregen.samplers import SAMPLERS
-    from scoregen.sampling.api import sample
+    from scoregen.sampling.api import NonFiniteSamplesError, sample
     from scoregen.sampling.nfe_budget import check_plannable
     from scoregen.training.config import SampleConfig
 
+    targets = output_paths(Path(args.out)) if args.out else None  # checked before the work
     ctx = distributed.setup(args.device)
     device = ctx.device
     src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    run_dir = src.run_dir or Path(".")
+    if targets is None:
+        outputs.check_folder(run_dir / "samples", what="sample folder")
     defaults = src.sample or SampleConfig()
     if src.shape is None:
         raise ValueError(f"--model {args.model}: the model needs a `shape` attribute (the "
@@ -211,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
     cond_opts: dict[str, Any] = {"cond": labels, "guidance": args.guidance}
     if args.guidance_interval:
         lo, _, hi = args.guidance_interval.partition(",")
-        cond_opts["guidance_interval"] = (float(lo), float(hi))
+        try:
+            cond_opts["guidance_interval"] = (float(lo), float(hi))
+        except ValueError:
+            raise ValueError(f"--guidance-interval must be two times T_LO,T_HI such as 0.2,0.8, "
+                             f"got {args.guidance_interval!r}") from None
     if args.threshold is not None:
         cond_opts["threshold"] = args.threshold
     scale = 1.0 if args.guidance is None else args.guidance
@@ -249,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
             cond_opts["cond"] = labels[index]
         res = sample(src.model, src.sde, (len(index), *event), sampler, steps, nfe=args.nfe,
                      spacing=spacing, grids=grids, seeds=seed + index, device=device,
-                     progress=not args.no_progress and ctx.is_main, **cond_opts, **opts)
+                     progress=not args.no_progress and ctx.is_main, check_finite=False,
+                     **cond_opts, **opts)  # checked below, on all samples, before writing
         samples = distributed.gather_ordered(res.x, n)
         nfe = int(distributed.all_reduce(torch.tensor(res.nfe), "max"))  # adaptive: per shard
         if not ctx.is_main:
@@ -257,23 +275,35 @@ def run(args: argparse.Namespace) -> int:
         plot = samples
     steps = len(res.ts) - 1
     x = samples.float().cpu()
+    bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if bad:  # never written as a result
+        why = (f"at guidance scale {scale:g} the guided predictions grew without bound: lower "
+               "--guidance" if scale > 1 else "the model's weights may be diverged (check its "
+               "checkpoint), or try more steps or another sampler")
+        raise NonFiniteSamplesError(f"{sampler} produced NaN or infinite values in {bad} of "
+                                    f"{len(x)} samples, so nothing was written; {why}")
+    far = float(x.abs().max()) if x.numel() else 0.0
+    if far > FAR:
+        why = (f"the guidance scale {scale:g} is too large for this model: lower --guidance"
+               if scale > 1 else "check the model and try more steps or another sampler")
+        print(f"warning: the samples reach |x| = {far:.3g}, far outside the data range "
+              f"[-1, 1]; {why}", file=sys.stderr)
     images = x.ndim == 4
     clipped, outside = (clip_to_range(x) if images else (x, 0.0))
     if images:
         plot = clip_to_range(plot.float().cpu())[0]
-    run_dir = src.run_dir or Path(".")
     name = f"sample_{sampler}" if adaptive else f"sample_{sampler}_{steps}"
-    out = Path(args.out) if args.out else run_dir / "samples" / f"{name}.png"
+    out, npz = targets or output_paths(run_dir / "samples" / f"{name}.png")
     title = (f"{sampler}, {nfe} NFE" if adaptive else
              f"{sampler}, {steps} steps, {nfe} NFE") + what + (
         f", step {src.step}" if src.step is not None else "")
-    npz, out = out.with_suffix(".npz"), out.with_suffix(".png" if out.suffix == ".npz"
-                                                        else out.suffix)
-    save_samples(plot, out, title, ncol=per_row or None)
     keep_raw = args.no_clip or not images
     extra = {} if labels is None else {"labels": labels.cpu().numpy()}
-    save_npz(npz, x=(x if keep_raw else clipped).numpy(), nfe=nfe, ts=res.ts.numpy(),
-             seed=seed, sampler=sampler, clipped=not keep_raw, out_of_range=outside, **extra)
+    with outputs.replacing(out, npz, what="--out") as (tmp_plot, tmp_npz):
+        render(samples_figure(plot, title, ncol=per_row or None), tmp_plot)
+        save_npz(tmp_npz, x=(x if keep_raw else clipped).numpy(), nfe=nfe, ts=res.ts.numpy(),
+                 seed=seed, sampler=sampler, clipped=not keep_raw, out_of_range=outside,
+                 **extra)
     print(f"{n} samples ({nfe} NFE, {res.seconds:.2f} s) -> {out} and {npz}")
     if images:
         what = "kept raw in the .npz" if args.no_clip else "clipped (--no-clip keeps raw values)"

@@ -2,8 +2,10 @@
 
 Writes into the run folder (``train.out``, or ``--out``): ``config.yaml``, ``log.csv``,
 ``checkpoints/`` and ``samples/``. A run folder holds one run: a fresh run refuses a folder
-that already holds one (``--resume`` continues it, ``--overwrite`` replaces it), and a lock
-keeps a second process out (docs/training.md, "Run folders"). Examples::
+that already holds one (``--resume`` continues it, ``--overwrite`` deletes what scoregen wrote
+in it and starts again), a folder scoregen did not make a run folder is never used as one,
+and a lock keeps a second process out (docs/training.md, "Run folders"; docs/outputs.md).
+Examples::
 
     scoregen train configs/toy2d.yaml
     scoregen train configs/toy2d.yaml --steps 200 --out runs/try --set train.lr=1e-3
@@ -19,6 +21,7 @@ import re
 import signal
 import sys
 
+from scoregen.commands._args import seed_int
 from scoregen.training.config import load_config
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -41,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="training steps (train.steps)")
     parser.add_argument("--out", help="run folder (train.out)")
     parser.add_argument("--device", help="auto, cpu, cuda[:N] (train.device)")
-    parser.add_argument("--seed", type=int, help="seed (train.seed)")
+    parser.add_argument("--seed", type=seed_int, help="seed (train.seed)")
     parser.add_argument("--time-limit", metavar="DURATION",
                         help="stop cleanly with a checkpoint after this wall time, e.g. 10m "
                              "(train.max_seconds)")
@@ -53,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="continue the run in the folder from its latest checkpoint (a "
                            "folder without one starts fresh)")
     mode.add_argument("--overwrite", action="store_true",
-                      help="delete the run already in the folder and start fresh")
+                      help="delete the files scoregen wrote for the run already in the folder "
+                           "(nothing else) and start fresh")
     parser.add_argument("--break-lock", action="store_true",
                         help="take over a stale lock left by a run that was killed")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -78,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
     out = cfg.train.out
     main = trainer.ctx.is_main  # under torchrun, rank 0 reports
     say = print if main else (lambda *_, **__: None)
+    if trainer.kept:
+        names = ", ".join(str(p) for p in trainer.kept[:5])
+        more = f" and {len(trainer.kept) - 5} more" if len(trainer.kept) > 5 else ""
+        say(f"--overwrite kept {len(trainer.kept)} file(s) scoregen did not write: {names}{more}")
     if trainer.step:
         say(f"resuming {out} from step {trainer.step}")
         for line in trainer.resume_changes:

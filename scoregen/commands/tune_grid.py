@@ -2,7 +2,8 @@
 
 ``RUN_OR_PRESET`` is a run or checkpoint folder (grids are saved in the checkpoint folder,
 next to the weights) or an exact-mixture preset (ring8, mix16, mix64; grids are saved in
-``--out``, default ``runs/tuned_grids/<preset>``). One teacher is shared by every sampler and
+``--out``, default ``runs/tuned_grids/<preset>``; checked before the fit, written atomically
+and only over a grid file scoregen wrote). One teacher is shared by every sampler and
 budget asked for. Use the grids with ``--spacing tuned``. Examples::
 
     scoregen tune-grid ring8 --sde ddpm --sampler ipndm,unipc --nfe 5,10
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from scoregen.commands._args import ints as _ints
 from scoregen.commands._args import names as _names
+from scoregen.commands._args import positive_int, seed_int
 from scoregen.commands.sample import sampler_options
 
 PRESET_OUT = Path("runs/tuned_grids")
@@ -33,14 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sde", help="SDE (preset default: vp; a run: re-target to it)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="sampler option, e.g. order=3 (repeatable; applies to every sampler)")
-    parser.add_argument("-n", type=int, default=320, help="teacher trajectories (default 320)")
+    parser.add_argument("-n", type=positive_int, default=320,
+                        help="teacher trajectories (default 320)")
     parser.add_argument("--held-out", type=int, default=64,
                         help="trajectories kept out of the fit to check it (default 64)")
-    parser.add_argument("--teacher-steps", type=int, default=200,
+    parser.add_argument("--teacher-steps", type=positive_int, default=200,
                         help="steps of the teacher solve (default 200)")
-    parser.add_argument("--max-evals", type=int, default=400,
+    parser.add_argument("--max-evals", type=positive_int, default=400,
                         help="sampler runs per start of the search (default 400; three starts)")
-    parser.add_argument("--seed", type=int, default=0, help="trajectory k starts from seed + k")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="trajectory k starts from seed + k")
     parser.add_argument("--out", help="folder of tuned_grids.json (default: the checkpoint "
                                       "folder, or runs/tuned_grids/<preset>)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
@@ -73,11 +77,14 @@ def _problem(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from scoregen.infra import outputs
     from scoregen.sampling.grid_tuning import teacher_trajectories, tune_grid
-    from scoregen.sampling.tuned_grids import TunedGrids
+    from scoregen.sampling.tuned_grids import KIND, TunedGrids
 
     model, process, shape, dtype, device, default_out, what = _problem(args)
-    store = TunedGrids.load(args.out or default_out, missing_ok=True)
+    file = TunedGrids.file(args.out or default_out)
+    outputs.check_target(file, (".json",), what="--out", kind=KIND)  # before the work
+    store = TunedGrids.load(file, missing_ok=True)
     print(f"teacher: {args.n} trajectories of {what} under {process.name}")
     teacher = teacher_trajectories(model, process, shape, args.n, seed=args.seed,
                                    teacher_steps=args.teacher_steps, dtype=dtype, device=device)

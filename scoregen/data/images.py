@@ -16,7 +16,6 @@ fixed: a permutation with seed 0 holds out ``test_fraction`` of the images for `
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from scoregen.data.registry import DataError, register
+from scoregen.infra.npz import check_finite, open_npz, pick_key, read_array
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -82,25 +82,13 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if path.suffix.lower() != ".npz":
         raise DataError(f"data.path {path} is a file but not an .npz; give a folder of images "
                         "or an .npz file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} is not a readable .npz file ({err.__class__.__name__}); "
-                        "write it with numpy.savez") from None
-    if not hasattr(data, "keys"):
-        raise DataError(f"{path} holds a single array, not an .npz archive; write it with "
-                        "numpy.savez(path, x=images)")
-    with data:
+    what = "data.path"
+    with open_npz(path, what) as data:
         keys = list(data.keys())
         label_key = next((k for k in ("labels", "y") if k in keys), None)
-        image_keys = [k for k in keys if k != label_key]
-        key = next((k for k in ("x", "images") if k in keys),
-                   image_keys[0] if len(image_keys) == 1 else None)
-        if key is None:
-            raise DataError(f"{path}: cannot tell which array holds the images (keys {keys}); "
-                            "store them under 'x'")
-        arr = data[key]
-        labels = None if label_key is None else data[label_key]
+        key = pick_key(data, ("x", "images"), what, ignore=(label_key,) if label_key else ())
+        arr = read_array(data, key, what)
+        labels = None if label_key is None else read_array(data, label_key, what)
     if arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
@@ -108,12 +96,15 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     elif not (arr.ndim == 4 and arr.shape[1] in (1, 3, 4)):
         raise DataError(f"{path}: array {key!r} has shape {arr.shape}; expected (N, H, W), "
                         "(N, H, W, C) or (N, C, H, W) with C in 1, 3, 4")
+    if len(arr) == 0:
+        raise DataError(f"{path}: array {key!r} holds no images (shape {arr.shape})")
     return arr, labels
 
 
 def _to_unit_range(arr: np.ndarray, source: Path) -> Tensor:
     if arr.dtype == np.uint8:
         return torch.from_numpy(arr.astype(np.float32)) / 255.0 * 2 - 1
+    check_finite(arr, f"{source}")
     x = torch.from_numpy(np.asarray(arr, dtype=np.float32))
     lo, hi = float(x.min()), float(x.max())
     if lo >= 0 and hi <= 1:

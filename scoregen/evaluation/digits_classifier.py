@@ -7,7 +7,8 @@ predicted-class histogram for the diversity of generated digits.
 
 It is trained by this module on the fixed ``train`` split of :mod:`scoregen.data.digits`
 (1500 images, pixels ``v in 0..16`` mapped to ``v/8 - 1``) on first use, in seconds on a
-CPU, and cached as safetensors in ``$SCOREGEN_CACHE`` (default ``~/.cache/scoregen``).
+CPU, and cached as safetensors in ``$SCOREGEN_CACHE`` (default ``~/.cache/scoregen``; written
+atomically, never over a file scoregen did not write: then it is used without a cache).
 Nothing is downloaded. ``experiments/train_digits_classifier.py`` rebuilds it and prints
 the test accuracy and the metric's reference values (``docs/metrics.md``).
 """
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from scoregen.evaluation.metrics import METRICS, frechet_distance
+from scoregen.infra import outputs
+from scoregen.infra.outputs import OutputError
 
 FEATURES = 64
 CLASSES = 10
@@ -130,11 +134,12 @@ def get_classifier(cache_dir: str | os.PathLike[str] | None = None,
             net.eval()
     if net is None:
         net = train_classifier()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                  metadata={"version": VERSION, "test_accuracy": f"{accuracy(net):.4f}"})
-        tmp.replace(path)
+        try:  # atomically, and never over a file scoregen did not write (docs/outputs.md)
+            with outputs.replacing(path, kind="cache", what="classifier cache") as (tmp,):
+                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
+                          metadata={"version": VERSION, "test_accuracy": f"{accuracy(net):.4f}"})
+        except OutputError as err:
+            warnings.warn(f"the digits classifier is used without a cache: {err}", stacklevel=2)
     _LOADED[key] = net
     return net
 

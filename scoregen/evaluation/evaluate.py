@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from scoregen.evaluation.bound import variational_bound
 from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
 from scoregen.evaluation.likelihood import DIVERGENCES, EXACT_MAX_DIM, log_likelihood
+from scoregen.infra import outputs
 from scoregen.models.analytic import GaussianMixture
 from scoregen.models.prediction import Model
 from scoregen.sampling.noise import NoiseSource
@@ -270,12 +271,13 @@ class EvaluationReport:
         return d
 
     def write(self, path: str | Path) -> tuple[Path, Path]:
-        """``path`` (JSON) and the markdown table beside it (``.md``)."""
+        """``path`` (JSON) and the markdown table beside it (``.md``), written together,
+        atomically and only over files scoregen wrote (:mod:`scoregen.infra.outputs`)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
         md = path.with_suffix(".md")
-        md.write_text(self.markdown())
+        with outputs.replacing(path, md) as (tmp_json, tmp_md):
+            tmp_json.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+            tmp_md.write_text(self.markdown())
         return path, md
 
     def markdown(self) -> str:

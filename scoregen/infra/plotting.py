@@ -1,7 +1,9 @@
 """Sample plots: a scatter for 2-D data, a grid for images (matplotlib, Agg backend).
 
 Values are expected in ``[-1, 1]`` (the data convention of :mod:`scoregen.data`); images
-are clipped to it and shown as ``(x + 1) / 2``.
+are clipped to it and shown as ``(x + 1) / 2``. Figures are written atomically, as scoregen's
+outputs (:func:`save_figure`, :mod:`scoregen.infra.outputs`); :data:`FORMATS` are the file
+suffixes a figure can be written as.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from torch import Tensor
+
+from scoregen.infra import outputs
+
+FORMATS = tuple(f".{s}" for s in sorted(Figure().canvas.get_supported_filetypes()))
 
 
 def clip_to_range(x: Tensor, lo: float = -1.0, hi: float = 1.0) -> tuple[Tensor, float]:
@@ -38,15 +45,13 @@ def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
     return grid[0] if C == 1 else grid[:3].transpose(1, 2, 0)
 
 
-def save_samples(x: Tensor, path: str | Path, title: str | None = None,
-                 reference: Tensor | None = None, ncol: int | None = None) -> Path:
-    """Write a PNG of samples ``x``: scatter for ``(B, 2)``, grid for ``(B, C, H, W)``.
+def samples_figure(x: Tensor, title: str | None = None, reference: Tensor | None = None,
+                   ncol: int | None = None) -> Figure:
+    """A figure of samples ``x``: scatter for ``(B, 2)``, grid for ``(B, C, H, W)``.
 
     ``reference`` (2-D only): real data drawn faintly behind the samples. ``ncol``: images
     per grid row (default: a square grid).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if x.ndim == 2 and x.shape[1] == 2:
         fig, ax = plt.subplots(figsize=(5, 5))
         if reference is not None:
@@ -72,6 +77,31 @@ def save_samples(x: Tensor, path: str | Path, title: str | None = None,
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def render(fig: Figure, path: str | Path, dpi: int = 100) -> None:
+    """Write ``fig`` to ``path`` as is (a temporary file of an atomic write) and close it;
+    the format follows the suffix."""
+    try:
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` atomically, as scoregen's output, and close it."""
+    try:
+        with outputs.replacing(path) as (tmp,):
+            render(fig, tmp, dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def save_samples(x: Tensor, path: str | Path, title: str | None = None,
+                 reference: Tensor | None = None, ncol: int | None = None) -> Path:
+    """Write a PNG (or another of :data:`FORMATS`) of samples ``x`` atomically; see
+    :func:`samples_figure`."""
+    outputs.check_target(path, FORMATS)
+    return save_figure(samples_figure(x, title, reference, ncol), path)

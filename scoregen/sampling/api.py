@@ -112,7 +112,8 @@ def sample(
             the folder / ``.json`` file written by ``scoregen tune-grid``).
         seed, seeds, generator: sample ``k`` uses seed ``seeds[k]``; by default
             ``seed + k``, where ``seed`` is drawn from ``generator`` when one is given. The
-            same seed gives the same sample whatever the batch size.
+            same seed gives the same noise whatever the batch size, and the same sample up
+            to the model's float rounding (docs/outputs.md, "Reproducibility, exactly").
         progress: show a tqdm progress bar over the steps.
         callback: ``callback(i, t, x)`` after every step.
         check_finite: raise :class:`NonFiniteSamplesError` when a sample is NaN or infinite

@@ -23,10 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scoregen.infra import outputs
 from scoregen.sde.base import SDE
 
 FILENAME = "tuned_grids.json"
 FORMAT = 1
+KIND = "grids"  # the kind of file in scoregen's records of outputs
 
 
 def _canonical(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -87,21 +89,19 @@ class TunedGrids:
         try:
             raw = json.loads(file.read_text())
             grids = [TunedGrid(**g) for g in raw["grids"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{file} is not a tuned-grid file ({err}); delete it and run "
                              "`scoregen tune-grid` again") from None
         return cls(grids, file)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write every grid (atomically) to ``path`` (default: where they were loaded from)."""
+        """Write every grid to ``path`` (default: where they were loaded from), atomically and
+        only over a grid file scoregen wrote (:mod:`scoregen.infra.outputs`, kind ``grids``)."""
         target = self.path if path is None else self.file(path)
         if target is None:
             raise ValueError("give a folder or .json path to save the tuned grids to")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"format": FORMAT, "grids": [asdict(g) for g in self.grids]},
-                                  indent=1))
-        os.replace(tmp, target)
+        outputs.write_text(target, json.dumps(
+            {"format": FORMAT, "grids": [asdict(g) for g in self.grids]}, indent=1), kind=KIND)
         self.path = target
         return target
 

@@ -8,6 +8,7 @@ previews (``samples/step_XXXXXX.png``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,22 +17,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoregen.infra import distributed
+from scoregen.infra import distributed, outputs
+from scoregen.infra.outputs import OutputError
 from scoregen.models import ScoreModel
 from scoregen.training.checkpoint import find_checkpoint
 from scoregen.training.device import resolve_threads
-from scoregen.training.run_folder import RunLock, clean_leftovers, has_checkpoints, prepare
+from scoregen.training.run_folder import (
+    RunLock,
+    clean_leftovers,
+    has_checkpoints,
+    is_run,
+    prepare,
+)
 from scoregen.training.trainer import Trainer, TrainOptions
 
 
 def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
                    device: torch.device | str = "cpu") -> Callable[[ScoreModel, int], Path]:
     """``fn(model, step)`` that samples with ``cfg.sample`` and writes
-    ``out_dir/samples/step_XXXXXX.png``."""
+    ``out_dir/samples/step_XXXXXX.png`` (a warning instead when that file may not be written,
+    e.g. it was edited by hand: :mod:`scoregen.infra.outputs`)."""
     from scoregen.infra.plotting import save_samples
     from scoregen.sampling.api import sample
 
-    def fn(model: ScoreModel, step: int) -> Path:
+    def fn(model: ScoreModel, step: int) -> Path | None:
         shape = (cfg.sample.n, *model.network.spec["shape"])
         classes = model.num_classes
         cond = None if classes is None else torch.arange(cfg.sample.n) % classes
@@ -39,8 +48,12 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
                      spacing=cfg.sample.spacing, seed=cfg.sample.seed, device=device,
                      cond=cond, **cfg.sample.options)
         title = f"step {step}: {cfg.sample.sampler}, {res.nfe} NFE"
-        return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
-                            reference=reference)
+        try:
+            return save_samples(res.x, out_dir / "samples" / f"step_{step:06d}.png", title,
+                                reference=reference)
+        except OutputError as err:  # a preview is not worth stopping the run for
+            warnings.warn(f"sample preview not written: {err}", stacklevel=2)
+            return None
 
     return fn
 
@@ -53,9 +66,9 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     Takes the run folder's lock (held until the end of :meth:`Trainer.fit`; ``break_lock``
     takes over a stale one), applies the run-folder rule (fresh: the folder must not hold a
     run; ``resume``: continue from its latest checkpoint if there is one; ``overwrite``:
-    delete the run's files first), removes temporary leftovers of killed writers, seeds the
-    model init with ``train.seed`` and writes ``out_dir/config.yaml``. See
-    :mod:`scoregen.training.run_folder`.
+    delete the files scoregen wrote in it first, listed as kept in ``trainer.kept`` those it
+    did not), removes temporary leftovers of killed writers, seeds the model init with
+    ``train.seed`` and writes ``out_dir/config.yaml``. See :mod:`scoregen.training.run_folder`.
     """
     from scoregen.data import load_dataset
     from scoregen.data.loader import item_shape, open_dataset
@@ -75,10 +88,14 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     torch.set_num_threads(resolve_threads(cfg.train.threads)[0])
     # rank 0 owns the run folder: lock, leftovers, the fresh/resume/overwrite rule
     lock = RunLock(out).acquire(break_stale=break_lock) if ctx.is_main else None
+    kept: list[Path] = []
     try:
         if ctx.is_main:
-            clean_leftovers(out)
-            prepare(out, "resume" if resume else "overwrite" if overwrite else "fresh")
+            mode = "resume" if resume else "overwrite" if overwrite else "fresh"
+            if is_run(out):
+                clean_leftovers(out)
+            kept = prepare(out, mode)
+            outputs.check_target(out / "config.yaml", (".yaml",), kind="run", what="run config")
         distributed.barrier()
         conditional = bool(cfg.model.options.get("num_classes"))
         read = open_dataset if cfg.data.stream and not conditional else load_dataset
@@ -103,10 +120,11 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         trainer = Trainer(model, data, objective, options, out, cfg.to_dict(),
                           make_sample_fn(cfg, out, reference, device), labels=labels)
         trainer.lock = lock
+        trainer.kept = kept
         if resume and has_checkpoints(out):
             trainer.resume(find_checkpoint(out))
         if trainer.writes:
-            save_config(cfg, out / "config.yaml")
+            save_config(cfg, out / "config.yaml", kind="run")
     except BaseException:
         if lock is not None:
             lock.release()

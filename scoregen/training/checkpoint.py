@@ -17,8 +17,14 @@ state, versions of scoregen and torch, and the size and SHA-256 of the weights f
 
 A checkpoint is written in a temporary folder and moved into place with ``os.replace``, so a
 crash never leaves a half-written checkpoint under its final name; ``LATEST`` is replaced the
-same way. Loading never unpickles: safetensors and JSON only. A truncated or altered file
-gives a :class:`CheckpointError` naming it.
+same way (:mod:`scoregen.infra.outputs`, which also records these files as part of a run, so
+no command output ever replaces them). Loading never unpickles: safetensors and JSON only.
+
+Integrity: ``checkpoint.json`` records the size and SHA-256 of the weights, and the weights'
+header records the SHA-256 of ``checkpoint.json``'s other contents. A checkpoint whose
+metadata lacks the weights' hashes is refused (the check cannot be switched off by deleting
+its record), and so are truncated or altered weights and a ``checkpoint.json`` edited after
+it was written; each :class:`CheckpointError` names the file and the cause.
 """
 
 from __future__ import annotations
@@ -26,23 +32,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from scoregen.infra import outputs
 from scoregen.infra.version import __version__
 
 WEIGHTS = "weights.safetensors"
 META = "checkpoint.json"
 LATEST = "LATEST"
 FORMAT = 1
+META_DIGEST = "scoregen.meta_sha256"  # key in the weights' header
+HOLDS = ("run", "grids")  # a checkpoint folder holds the checkpoint and grids tuned to it
 
 
 class CheckpointError(ValueError):
@@ -68,12 +75,11 @@ class Checkpoint:
 
 
 # -- writing -------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``meta`` without its ``files`` entry."""
+    body = {k: v for k, v in meta.items() if k != "files"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -122,11 +128,7 @@ def save_checkpoint(
         tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous() for k, v in (rng or {}).items()})
 
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(tensors, str(tmp / WEIGHTS))
-    meta = {
+    meta = json.loads(json.dumps({
         "format": FORMAT,
         "step": int(step),
         "model": model.config(),
@@ -135,24 +137,23 @@ def save_checkpoint(
         "optimizer": optim_meta,
         "run_config": run_config,
         "versions": {"scoregen": __version__, "torch": torch.__version__},
-        "files": {WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size,
-                            "sha256": _sha256(tmp / WEIGHTS)}},
-    }
-    _write_text(tmp / META, json.dumps(meta, indent=1))
-    final = root / name
-    if final.exists():
-        trash = root / f".old-{name}-{os.getpid()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash)
-    os.replace(tmp, final)
-    _write_text(root / LATEST, name + "\n")
+    }))  # exactly what reading checkpoint.json gives back, so its digest is reproducible
+    outputs.mark_folder(root, "checkpoints", only=("run",))
+    with outputs.replacing_folder(root / name, kind="run") as tmp:
+        outputs.mark_folder(tmp, "checkpoint", only=HOLDS)
+        with outputs.replacing(tmp / WEIGHTS, kind="run") as (weights,):
+            save_file(tensors, str(weights), metadata={META_DIGEST: _meta_digest(meta)})
+        meta["files"] = {WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size,
+                                   "sha256": outputs.sha256(tmp / WEIGHTS)}}
+        outputs.write_text(tmp / META, json.dumps(meta, indent=1), kind="run")
+    outputs.write_text(root / LATEST, name + "\n", kind="run", by_name=True)  # users may set it
     if keep is not None:
         # prune by step number, and only older steps of this run: a checkpoint at a later
         # step than the one just written is never deleted
         older = sorted(s for s, _ in _steps(root) if s < step)
         for s in older[:max(len(older) - (keep - 1), 0)]:
-            shutil.rmtree(root / f"step_{s:06d}", ignore_errors=True)
-    return final
+            outputs.remove_owned(root / f"step_{s:06d}")
+    return root / name
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:
@@ -163,16 +164,6 @@ def _steps(root: Path) -> list[tuple[int, Path]]:
             if p.is_dir():
                 found.append((int(p.name[5:]), p))
     return sorted(found)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -239,18 +230,32 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{meta_file} is not a scoregen checkpoint (format {FORMAT})")
     if not weights_file.is_file():
         raise CheckpointError(f"checkpoint weights {weights_file} are missing")
-    expected = meta.get("files", {}).get(WEIGHTS, {})
+    expected = meta.get("files")
+    expected = expected.get(WEIGHTS) if isinstance(expected, dict) else None
+    if not (isinstance(expected, dict) and isinstance(expected.get("bytes"), int)
+            and isinstance(expected.get("sha256"), str)):
+        raise CheckpointError(
+            f"{meta_file} records no size and SHA-256 of {WEIGHTS} (the entry 'files' is "
+            "missing or damaged), so the weights cannot be verified; scoregen loads only "
+            "verified weights: use another checkpoint of the run")
     size = weights_file.stat().st_size
-    if "bytes" in expected and size != expected["bytes"]:
+    if size != expected["bytes"]:
         raise CheckpointError(f"checkpoint weights {weights_file} are truncated or altered: "
                               f"{size} bytes, expected {expected['bytes']}")
-    if "sha256" in expected and _sha256(weights_file) != expected["sha256"]:
+    if outputs.sha256(weights_file) != expected["sha256"]:
         raise CheckpointError(f"checkpoint weights {weights_file} are corrupt "
                               "(SHA-256 does not match checkpoint.json)")
     try:
+        with safe_open(str(weights_file), framework="pt") as fh:
+            header = fh.metadata() or {}
         tensors = load_file(str(weights_file), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint weights {weights_file}: {err}") from None
+    digest = header.get(META_DIGEST)  # checkpoints of an older scoregen have none
+    if digest is not None and digest != _meta_digest(meta):
+        raise CheckpointError(
+            f"{meta_file} was edited after the checkpoint was written (its contents no longer "
+            f"match the digest stored in {WEIGHTS}); restore it, or use another checkpoint")
     return Checkpoint(folder, meta, tensors)
 
 

@@ -172,6 +172,7 @@ def _choice(*names: str) -> tuple[Callable[[Any], bool], str]:
     return (lambda v: v in names), f"must be one of {', '.join(names)}"
 
 
+SEED_MAX = 2**62  # sample k uses seed + k, a 64-bit integer
 _POSITIVE = (lambda v: v > 0), "must be > 0"
 _NONNEG = (lambda v: v >= 0), "must be >= 0"
 RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
@@ -198,6 +199,8 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
     ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
+    ("train", "seed"): ((lambda v: 0 <= v <= SEED_MAX), "must lie in [0, 2^62]"),
+    ("sample", "seed"): ((lambda v: 0 <= v <= SEED_MAX), "must lie in [0, 2^62]"),
 }
 
 
@@ -412,29 +415,88 @@ def _toml() -> Any:
     return tomllib
 
 
+class _DuplicateKeyError(Exception):
+    """A key repeated in one mapping of a config file (``where``: its line, when known)."""
+
+    def __init__(self, key: Any, where: str = "") -> None:
+        super().__init__(key, where)
+        self.key, self.where = key, where
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (YAML says keys are
+    unique; PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; explicit keys override merged ones
+            key = self.construct_object(key_node, deep=True)
+            with contextlib.suppress(TypeError):  # unhashable: PyYAML's own error follows
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise _DuplicateKeyError(key, f"lines {first[key]} and {line}")
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of :func:`json.loads` that refuses a repeated key."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
 def read_file(path: str | Path) -> dict[str, Any]:
-    """A YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file as a dict."""
+    """A YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file as a dict.
+
+    A key repeated in one mapping is an error naming the key and the file (a repeated
+    section would otherwise replace the first one silently).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder, not a file; give a .yaml, .toml or "
+                          ".json file")
     if not path.is_file():
+        if path.exists():
+            raise ConfigError(f"config {path} is not a regular file; give a .yaml, .toml or "
+                              ".json file")
         raise FileNotFoundError(f"config file {path} not found")
-    text = path.read_text()
+    if path.suffix not in (".toml", ".json", ".yaml", ".yml"):
+        raise ConfigError(f"{path}: unknown config format {path.suffix!r}; "
+                          "use .yaml, .yml, .toml or .json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not a text file (byte {err.start} is not UTF-8); a config "
+                          "is YAML, TOML or JSON text") from None
     try:
         if path.suffix == ".toml":
             raw = _toml().loads(text)
         elif path.suffix == ".json":
-            raw = json.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text)
+            raw = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            raise ConfigError(f"{path}: unknown config format {path.suffix!r}; "
-                              "use .yaml, .yml, .toml or .json")
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKeyError as dup:
+        where = f" ({dup.where})" if dup.where else ""
+        raise ConfigError(f"{path}: key {dup.key!r} is given twice in one mapping{where}; the "
+                          "second would silently replace the first: keep one") from None
     except (yaml.YAMLError, json.JSONDecodeError, ValueError) as err:
         raise ConfigError(f"{path}: cannot parse: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping with sections (data, sde, model, "
+                          f"...), but the file holds a {type(raw).__name__}")
     return {} if raw is None else raw
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of ``raw`` with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping with sections, got {type(raw).__name__}")
     out = json.loads(json.dumps(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -444,10 +506,17 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                               "e.g. train.steps=200")
         node = out
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML "
+                              f"({problem}); quote it or fix it, e.g. {key}=1e-3") from None
     return out
 
 
@@ -457,9 +526,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     return parse_config(apply_overrides(raw, overrides))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML (round-trips through :func:`load_config`)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def save_config(cfg: Config, path: str | Path, *, kind: str = "output") -> None:
+    """Write ``cfg`` as YAML (round-trips through :func:`load_config`), atomically
+    (:func:`scoregen.infra.outputs.write_text`; ``kind="run"`` for a run's ``config.yaml``)."""
+    from scoregen.infra.outputs import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), kind=kind)
 
 
 __all__ = [

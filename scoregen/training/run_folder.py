@@ -9,20 +9,26 @@ A run folder (``train.out``) belongs to one run at a time, and its files to that
   killed with SIGKILL, an out-of-memory kill) is recognised as stale and reported with the
   fix (``--break-lock``, or deleting the file); a lock from another host cannot be checked
   and is reported as such.
-- **Fresh, resume, overwrite** (:func:`prepare`). A fresh run refuses a folder that already
-  holds a run (checkpoints, ``log.csv``, ``config.yaml`` or ``samples/``); ``resume``
-  continues from its newest checkpoint (and starts fresh in an empty folder);
-  ``overwrite`` deletes the run's own files first (never other files in the folder).
-- **Leftovers.** Temporary ``.tmp-*`` / ``.old-*`` folders and files that a killed writer
-  left in ``checkpoints/`` are deleted when the lock is taken (only the lock holder
-  writes there).
+- **Whose folder** (:func:`claim`). A run folder is recognised by the tag ``run`` in its
+  record of outputs (:mod:`scoregen.infra.outputs`), which scoregen writes when a run starts
+  in the folder; the names of the files in it prove nothing. A folder without the tag that
+  holds entries named like a run's (``checkpoints``, ``log.csv``, ``config.yaml``,
+  ``samples``) is not scoregen's and is refused in every mode: nothing in it is used,
+  replaced or deleted.
+- **Fresh, resume, overwrite** (:func:`prepare`). A fresh run refuses a run folder that
+  already holds a run; ``resume`` continues from its newest checkpoint (and starts fresh in a
+  folder without one); ``overwrite`` deletes the files scoregen wrote in it (with the content
+  it wrote: :func:`scoregen.infra.outputs.remove_owned`) and nothing else.
+- **Leftovers.** Temporary ``.tmp-*`` / ``.old-*`` entries that a killed writer left in
+  ``checkpoints/`` and the run folder are deleted when the lock is taken (only the lock
+  holder writes there).
 - **Resume checks** (:func:`compare_model_configs`, :func:`config_changes`). The model
   config stored in the checkpoint (network and its options, data shape, prediction,
   ``sigma_data``, SDE and its parameters) must equal the one the new config builds, or the
   resume is refused naming the field: the weights would be relabelled. Other keys (steps,
   lr, ckpt_every, batch size, loss, ...) may change; the changes are reported.
 - **log.csv** (:func:`truncate_log`) keeps only the rows up to the step a run starts from,
-  so a resumed run never has duplicate or stale rows.
+  so a resumed run never has duplicate or stale rows (rewritten atomically, as every file).
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ import contextlib
 import csv
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from scoregen.infra import outputs
 
 LOCK = ".lock"
 RUN_FILES = ("checkpoints", "log.csv", "config.yaml", "samples")
@@ -140,50 +147,70 @@ class RunLock:
 
 # -- fresh / resume / overwrite -----------------------------------------------------------------
 def run_files(run_dir: Path) -> list[Path]:
-    """The entries of ``run_dir`` that a training run writes (see :data:`RUN_FILES`)."""
+    """The entries of ``run_dir`` named like those a training run writes (:data:`RUN_FILES`)."""
     return [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
 
 
+def is_run(run_dir: Path) -> bool:
+    """Whether scoregen tagged ``run_dir`` as a run folder (see the module docstring)."""
+    return outputs.folder_tag(run_dir) == "run"
+
+
 def clean_leftovers(run_dir: Path) -> list[Path]:
-    """Delete temporary ``.tmp-*`` / ``.old-*`` entries a killed writer left; returns them."""
-    found = []
-    for folder in (run_dir / "checkpoints", run_dir):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) or ".tmp-" in p.name:
-                found.append(p)
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-    return found
+    """Delete temporary ``.tmp-*`` / ``.old-*`` entries that killed writers left in the run
+    folder and its ``checkpoints/`` (:func:`scoregen.infra.outputs.clean_temporaries`: only
+    those of processes no longer running); returns them."""
+    return [p for folder in (run_dir / "checkpoints", run_dir)
+            for p in outputs.clean_temporaries(folder)]
 
 
-def prepare(run_dir: Path, mode: str) -> None:
-    """Apply the ``fresh`` / ``resume`` / ``overwrite`` rule to ``run_dir`` (lock held)."""
-    if mode not in MODES:
-        raise ValueError(f"run folder mode must be one of {', '.join(MODES)}, got {mode!r}")
+def claim(run_dir: Path) -> None:
+    """Make ``run_dir`` a run folder unless it is one: refused when it holds entries named like
+    a run's that scoregen did not tag as a run (see the module docstring)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"run folder {run_dir} is a file; choose another --out folder")
-    existing = run_files(run_dir)
+    if is_run(run_dir):
+        return
+    found = run_files(run_dir)
+    if found:
+        names = ", ".join(p.name for p in found)
+        raise RunFolderError(
+            f"{run_dir} holds {names} but is not a scoregen run folder (scoregen tags the "
+            f"folders of its runs in {run_dir / outputs.RECORD}); scoregen never uses, replaces "
+            "or deletes files it did not write: choose another --out folder, or move those "
+            "entries away")
+    outputs.mark_folder(run_dir, "run")
+
+
+def prepare(run_dir: Path, mode: str) -> list[Path]:
+    """Apply the ``fresh`` / ``resume`` / ``overwrite`` rule to ``run_dir`` (lock held);
+    returns the files that ``overwrite`` left in place because scoregen did not write them."""
+    if mode not in MODES:
+        raise ValueError(f"run folder mode must be one of {', '.join(MODES)}, got {mode!r}")
+    was_run = is_run(run_dir)
+    claim(run_dir)
+    existing = run_files(run_dir) if was_run else []
     if mode == "fresh" and existing:
         names = ", ".join(p.name for p in existing)
         raise RunFolderError(
             f"run folder {run_dir} already holds a run ({names}); continue it with --resume, "
             "replace it with --overwrite, or choose another --out folder")
-    if mode == "overwrite":
-        for p in existing:
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+    if mode == "overwrite" and existing:
+        kept = [p for p in outputs.remove_owned(run_dir) if p.name != LOCK]
+        outputs.mark_folder(run_dir, "run")
+        return kept
+    return []
+
+
+def _checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The ``step_*`` folders of ``run_dir/checkpoints`` that hold a checkpoint, by name."""
+    return sorted(p for p in (run_dir / "checkpoints").glob("step_*")
+                  if (p / "checkpoint.json").is_file())
 
 
 def has_checkpoints(run_dir: Path) -> bool:
-    """Whether ``run_dir/checkpoints`` holds a ``LATEST`` file or a ``step_*`` folder."""
-    ckpts = run_dir / "checkpoints"
-    return (ckpts / "LATEST").exists() or any(ckpts.glob("step_*"))
+    """Whether ``run_dir/checkpoints`` holds a ``LATEST`` file or a checkpoint folder."""
+    return (run_dir / "checkpoints" / "LATEST").exists() or bool(_checkpoint_folders(run_dir))
 
 
 def check_writer(run_dir: Path, own: Path | None) -> None:
@@ -194,7 +221,7 @@ def check_writer(run_dir: Path, own: Path | None) -> None:
     """
     if not has_checkpoints(run_dir):
         return
-    steps = sorted((run_dir / "checkpoints").glob("step_*"))
+    steps = _checkpoint_folders(run_dir)
     if own is not None and own.resolve().parent == (run_dir / "checkpoints").resolve():
         return
     what = steps[-1].name if steps else "a LATEST file"
@@ -261,10 +288,9 @@ def truncate_log(path: Path, step: int) -> int:
                 keep.append(row)
     dropped = len(rows) - len(keep)
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows(keep)
-        os.replace(tmp, path)
+        with outputs.replacing(path, kind="run", by_name=True) as (tmp,), \
+                open(tmp, "w", newline="") as fh:
+            csv.writer(fh, lineterminator="\n").writerows(keep)
     return dropped
 
 
@@ -275,10 +301,12 @@ __all__ = [
     "RunFolderError",
     "RunLock",
     "check_writer",
+    "claim",
     "clean_leftovers",
     "compare_model_configs",
     "config_changes",
     "has_checkpoints",
+    "is_run",
     "prepare",
     "run_files",
     "truncate_log",

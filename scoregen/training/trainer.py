@@ -73,6 +73,7 @@ from scoregen.training.objectives import Objective
 from scoregen.training.run_folder import (
     RunLock,
     check_writer,
+    claim,
     compare_model_configs,
     config_changes,
     truncate_log,
@@ -204,6 +205,7 @@ class Trainer:
         self.sample_fn = sample_fn
         self.last_checkpoint: Path | None = None
         self.lock: RunLock | None = None  # held from build_trainer (or fit) to the end of fit
+        self.kept: list[Path] = []  # files --overwrite left because scoregen did not write them
         self.resume_changes: list[str] = []  # run-config keys changed on resume
         self._stream: Iterator[Tensor] | None = None
 
@@ -435,12 +437,14 @@ class Trainer:
 
     def _begin(self) -> None:
         """Run-folder rules at the start of :meth:`fit`: take the lock (unless held), refuse
-        a folder whose checkpoints belong to another run, cut ``log.csv`` to this step."""
+        a folder that is not a scoregen run but holds files named like a run's, or whose
+        checkpoints belong to another run; cut ``log.csv`` to this step."""
         if not self.writes:  # no folder, or not rank 0: rank 0 owns the run folder
             return
         if self.lock is None or not self.lock.held:
             self.lock = RunLock(self.out_dir).acquire()
         try:
+            claim(self.out_dir)
             check_writer(self.out_dir, self.last_checkpoint)
             truncate_log(self.out_dir / "log.csv", self.step)
         except BaseException:

@@ -51,8 +51,10 @@ from scoregen.evaluation.compare.problems import (
 )
 from scoregen.evaluation.compare.report import (
     HIGHER_IS_BETTER,
+    check_outputs,
     guidance_summary,
     markdown,
+    output_paths,
     plot_quality,
     plot_samples,
     write_csv,
@@ -65,6 +67,7 @@ from scoregen.evaluation.compare.sweep import (
     draw_sharded,
     evaluate,
     run_comparison,
+    shown_budget,
 )
 
 __all__ = [
@@ -80,6 +83,7 @@ __all__ = [
     "Record",
     "Setting",
     "adaptive_grid",
+    "check_outputs",
     "checkpoint_problem",
     "draw_sharded",
     "evaluate",
@@ -89,11 +93,13 @@ __all__ = [
     "markdown",
     "model_problem",
     "oracle_problem",
+    "output_paths",
     "plan_steps",
     "plot_quality",
     "plot_samples",
     "run_comparison",
     "scoregen_methods",
+    "shown_budget",
     "tolerance_options",
     "write_csv",
     "write_outputs",

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scoregen.infra.npz import check_finite, open_npz, pick_key, read_array
 from scoregen.models.analytic import GaussianMixture, preset
 from scoregen.models.prediction import Model
 from scoregen.sampling.noise import NoiseSource, seeds_for
@@ -128,8 +129,8 @@ def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: 
                   reference: str | Path | None = None, sde: str | None = None,
                   device: str | torch.device = "cpu") -> Problem:
     """Any model (a trained run, an adapter, ``--model module:function``); reference samples
-    from ``reference`` (an ``.npz``; array ``x`` or the first array) or else the test split of
-    ``dataset`` (mixture datasets also give the exact mixture). The noise floor compares a
+    from ``reference`` (an ``.npz``; array ``x`` or its only array, finite) or else the test
+    split of ``dataset`` (mixture datasets also give the exact mixture). The noise floor compares a
     second real set with the reference: the rest of the split when it holds ``2n`` samples,
     else the dataset's train split (8x8 digits: the 1500 train images against the 297 test
     images)."""
@@ -143,8 +144,11 @@ def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: 
     options = dict(data_options or {})
     mixture = None
     if reference is not None:
-        with np.load(reference, allow_pickle=False) as npz:
-            data = torch.as_tensor(npz["x"] if "x" in npz.files else npz[npz.files[0]])
+        with open_npz(reference, "--reference") as npz:
+            arr = read_array(npz, pick_key(npz, ("x",), "--reference"), "--reference")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"--reference: {reference} holds {arr.dtype} values, not numbers")
+        data = torch.as_tensor(check_finite(arr, f"--reference: {reference}"))
     else:
         if dataset is None:
             raise ValueError(f"{name}: no dataset for the reference samples; give "

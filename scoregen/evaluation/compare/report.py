@@ -1,5 +1,8 @@
 """The comparison's outputs: markdown tables, CSV, JSON and the two PNGs.
 
+All five are written together, atomically, and only over files scoregen wrote
+(:mod:`scoregen.infra.outputs`); :func:`check_outputs` is the pre-flight of the folder.
+
 ``results.md`` has one table per metric (sampler x budget; best scoregen sampler in **bold**,
 best peer in _italics_), the wall times and the tolerance runs; :func:`guidance_summary`
 tabulates guided comparisons over the scale.
@@ -121,6 +124,7 @@ def markdown(comp: Comparison) -> str:
 
 
 def write_csv(comp: Comparison, path: Path) -> None:
+    """The records as CSV at ``path`` (a temporary file of :func:`write_outputs`)."""
     metrics = comp.problem["metrics"]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -132,10 +136,9 @@ def write_csv(comp: Comparison, path: Path) -> None:
 
 def plot_quality(comp: Comparison, path: Path) -> None:
     """One panel per metric: error size against counted NFE (log-log), one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from scoregen.infra.plotting import render
 
     metrics = comp.problem["metrics"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
@@ -156,19 +159,15 @@ def plot_quality(comp: Comparison, path: Path) -> None:
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(comp.problem["name"], fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    render(fig, path, dpi=110)
 
 
 def plot_samples(comp: Comparison, reference: Tensor, path: Path) -> None:
     """Reference and each method's samples at the shown budget: a scatter of the first two
     coordinates for vectors, an image grid for ``(C, H, W)`` events."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scoregen.infra.plotting import image_grid
+    from scoregen.infra.plotting import image_grid, render
 
     panels = {"reference": reference.float().cpu(), **comp.samples}
     cols = min(5, len(panels))
@@ -189,22 +188,40 @@ def plot_samples(comp: Comparison, reference: Tensor, path: Path) -> None:
         ax.set_title(name, fontsize=8)
     fig.suptitle(f"samples at {comp.settings['show_nfe']} NFE", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    render(fig, path, dpi=100)
+
+
+def output_paths(out: str | Path, show_nfe: int) -> dict[str, Path]:
+    """The files :func:`write_outputs` writes into the folder ``out``."""
+    out = Path(out)
+    return {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json",
+            "plot": out / "quality_vs_nfe.png", "samples": out / f"samples_nfe{show_nfe}.png"}
+
+
+def check_outputs(out: str | Path, show_nfe: int) -> None:
+    """The pre-flight of :func:`write_outputs` (:mod:`scoregen.infra.outputs`): ``out`` is a
+    folder that can be written, and no file it would replace is someone else's."""
+    from scoregen.infra import outputs
+
+    outputs.check_folder(out, what="--out")
+    for path in output_paths(out, show_nfe).values():
+        outputs.check_target(path, what="--out")
 
 
 def write_outputs(comp: Comparison, out: str | Path, reference: Tensor) -> dict[str, Path]:
-    """Write the Markdown, CSV, JSON and the two PNGs into ``out``; returns their paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json",
-             "plot": out / "quality_vs_nfe.png",
-             "samples": out / f"samples_nfe{comp.settings['show_nfe']}.png"}
-    paths["md"].write_text(markdown(comp))
-    write_csv(comp, paths["csv"])
+    """Write the Markdown, CSV, JSON and the two PNGs into ``out`` together, atomically and
+    only over files scoregen wrote (:func:`scoregen.infra.outputs.replacing`); returns their
+    paths."""
+    from scoregen.infra import outputs
+
+    paths = output_paths(out, comp.settings["show_nfe"])
     raw = {"problem": comp.problem, "settings": comp.settings, "noise_floor": comp.floor,
            "skipped": comp.skipped, "records": [asdict(r) for r in comp.records]}
-    paths["json"].write_text(json.dumps(raw, indent=1, allow_nan=True))
-    plot_quality(comp, paths["plot"])
-    plot_samples(comp, reference, paths["samples"])
+    with outputs.replacing(*paths.values(), what="--out") as tmps:
+        tmp = dict(zip(paths, tmps, strict=True))
+        tmp["md"].write_text(markdown(comp))
+        write_csv(comp, tmp["csv"])
+        tmp["json"].write_text(json.dumps(raw, indent=1, allow_nan=True))
+        plot_quality(comp, tmp["plot"])
+        plot_samples(comp, reference, tmp["samples"])
     return paths

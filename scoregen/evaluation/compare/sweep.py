@@ -72,6 +72,15 @@ def evaluate(x: Tensor, problem: Problem, seed: int = 0) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def shown_budget(budgets: Sequence[int], show_nfe: int | None = None) -> int:
+    """The budget whose samples the plot shows: ``show_nfe``, else the budget nearest 20
+    (an error for budgets that are not positive integers)."""
+    budgets = sorted(set(int(b) for b in budgets))
+    if not budgets or budgets[0] < 1:
+        raise ValueError(f"NFE budgets must be positive integers, got {budgets}")
+    return show_nfe or min(budgets, key=lambda b: abs(math.log(b / 20)))
+
+
 @torch.no_grad()  # peers' loops call the model as is: without this each step keeps its graph
 def run_comparison(
     problem: Problem,
@@ -93,9 +102,7 @@ def run_comparison(
     """
     n = n or len(problem.reference)
     budgets = sorted(set(int(b) for b in budgets))
-    if not budgets or budgets[0] < 1:
-        raise ValueError(f"NFE budgets must be positive integers, got {budgets}")
-    show = show_nfe or min(budgets, key=lambda b: abs(math.log(b / 20)))
+    show = shown_budget(budgets, show_nfe)
     x_T = initial_noise(problem, n, seed)
     jobs: list[tuple[Method, int | None, Setting]] = []
     skipped: list[str] = []
