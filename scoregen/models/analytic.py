@@ -243,7 +243,7 @@ class GaussianMixture:
 
     def _log_joint(self, x: Tensor, sde: SDE | None, t: Tensor | float | None) -> Tensor:
         """``log w_k + log N(x; mean_k, C_k)`` at time ``t``: ``(B, K)``."""
-        if sde is not None and SCALAR_KERNEL not in sde.capabilities:
+        if sde is not None and not _scalar(sde):
             return self._kernel_terms(x, sde, t)[1]
         alpha, sigma = self._coefs(sde, t, x)
         return self._per_component(x, alpha, sigma)[2]
@@ -298,7 +298,7 @@ class GaussianMixture:
         given labels ``cond: (B,)``, the class-conditional ones. ``x`` is a state of ``sde``;
         ``x0`` has the data's shape, ``eps`` the state's."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        if SCALAR_KERNEL not in sde.capabilities:
+        if not _scalar(sde):
             _, log_joint, x0_k = self._kernel_terms(x, sde, t)
             r = torch.softmax(self._class_mask(cond, log_joint), dim=1)
             x0 = torch.einsum("bk,bkd->bd", r, x0_k).reshape(x.shape[0], *self.shape)
@@ -321,7 +321,7 @@ class GaussianMixture:
         """Exact ``grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k)`` (given labels
         ``cond``: ``grad_x log p_t(x | y)``)."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        if SCALAR_KERNEL not in sde.capabilities:
+        if not _scalar(sde):
             solved, log_joint, _ = self._kernel_terms(x, sde, t)
             r = torch.softmax(self._class_mask(cond, log_joint), dim=1)
             return -torch.einsum("bk,bks->bs", r, solved).reshape(x.shape).to(x.dtype)
@@ -360,6 +360,12 @@ class OracleModel:
 
     def __repr__(self) -> str:
         return f"OracleModel({self.mixture.n_components} components, {self.sde!r})"
+
+
+def _scalar(sde: SDE) -> bool:
+    """Whether ``sde`` has the scalar kernel (an object that only gives ``marginal_params``,
+    e.g. the EDM scale of :mod:`scoregen.evaluation.reference`, has)."""
+    return SCALAR_KERNEL in getattr(sde, "capabilities", (SCALAR_KERNEL,))
 
 
 # -- presets -------------------------------------------------------------------------------------

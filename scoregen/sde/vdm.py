@@ -113,10 +113,17 @@ class LearnedVPSDE(VariancePreserving, nn.Module):
         device = self.gamma_0.device
         tt = t.to(device=device, dtype=torch.float64)
         ends = torch.tensor([self.t_min, self.T], dtype=torch.float64, device=device)
-        value, deriv = self._shape(torch.cat([tt.reshape(-1), ends]))
+        flat = tt.reshape(-1)
+        if not flat.requires_grad and flat.numel() > 1:  # one evaluation per distinct time
+            flat, inverse = torch.unique(flat, return_inverse=True)
+        else:
+            inverse = None
+        value, deriv = self._shape(torch.cat([flat, ends]))
         span = value[-1] - value[-2]
-        h = ((value[:-2] - value[-2]) / span).reshape(tt.shape)
-        dh = (deriv[:-2] / span).reshape(tt.shape)
+        h, dh = (value[:-2] - value[-2]) / span, deriv[:-2] / span
+        if inverse is not None:
+            h, dh = h[inverse], dh[inverse]
+        h, dh = h.reshape(tt.shape), dh.reshape(tt.shape)
         if self._variance is not None and h.requires_grad and h.ndim == 1:
             h.register_hook(self._variance.scale)
             dh.register_hook(self._variance.scale)
