@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m scoregen.evaluation.likelihood [--preset ring8] [--n 256] [--sde vp ve linear]``.
 
     Checks the ODE likelihood on the exact mixture oracle: for ``n`` exact samples of
-    ``p_{t_min}`` prints the mean NLL from the ODE (default options) and from the closed
-    form, the largest absolute error, the NFE and the wall time. Under ``torchrun`` the
+    ``p_{t_min}`` (states: the joint ``(x, v)`` for ``cld``) prints the mean NLL from the ODE
+    (default options, ``--rtol``, ``--exact-prior``) and from the closed form, the largest
+    absolute error, the NFE and the wall time. Under ``torchrun`` the
     samples are shared out (:func:`log_likelihood_sharded`) and rank 0 prints.
     """
     import argparse
@@ -313,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--sde", nargs="+", default=["vp", "ve", "linear"])
     parser.add_argument("--divergence", default="auto", choices=DIVERGENCES)
+    parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of dopri5")
+    parser.add_argument("--exact-prior", action="store_true",
+                        help="the mixture's exact p_T as the prior (no prior mismatch)")
     args = parser.parse_args(argv)
     mix = preset(args.preset)
     main_rank = distributed.setup("cpu").is_main
@@ -321,9 +325,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{'seconds':>8s}   ({args.preset}, n={args.n}, nats per sample)")
     for name in args.sde:
         sde = sdes.get(name)
-        x = mix.sample_t(args.n, sde, sde.t_min, torch.Generator().manual_seed(0))
+        x = mix.sample_t(args.n, sde, sde.t_min, torch.Generator().manual_seed(0))  # states
+        prior = (lambda z, s=sde: mix.log_prob(z, s, s.T)) if args.exact_prior else None
         start = time.perf_counter()
-        res = log_likelihood_sharded(mix.model(sde), sde, x, divergence=args.divergence)
+        res = log_likelihood_sharded(mix.model(sde), sde, x, divergence=args.divergence,
+                                     state=True, rtol=args.rtol, atol=args.rtol,
+                                     prior_logp=prior)
         seconds = time.perf_counter() - start
         if res is None:  # not rank 0
             continue
