@@ -29,6 +29,7 @@ import scoregen
 from scoregen.cli import main
 from scoregen.data import load_dataset
 from scoregen.models import ScoreModel, build_network
+from scoregen.models.analytic import preset
 
 TINY = {
     "data": {"name": "moons", "n": 300},
@@ -181,6 +182,16 @@ ROWS: list[tuple] = [
                                  "--opt", "bogus=1"], 1, "unexpected keyword option 'bogus'"),
     ("sample --steps -1", [*S, "--steps", "-1"], 2, "must be a positive integer, got -1"),
     ("train --steps 0", [*T, "--steps", "0"], 1, "train.steps: must be > 0, got 0"),
+    # -- processes and the capabilities of samplers and objectives -----------------------------
+    ("train blur on vectors", [*T, "--set", "sde.name=blur", "--set", "sample.sampler=ddim"], 1,
+     "blur diffuses images of shape (C, H, W)"),
+    ("train cld previews with ddim", [*T, "--set", "sde.name=cld"], 1,
+     "sample.sampler: sampler 'ddim' needs what the SDE 'cld' does not offer (diagonal_kernel"),
+    ("train hsm on vp", [*T, "--set", "objective.name=hsm"], 1,
+     "objective: objective 'hsm' needs what the SDE 'vp' does not offer (damped_langevin"),
+    ("compare sscs on vp", [*C, "--samplers", "sscs"], 1,
+     "sampler 'sscs' needs what the SDE 'vp' does not offer (damped_langevin"),
+    ("compare blur on vectors", [*C, "--sde", "blur"], 1, "blur diffuses images"),
     ("train --steps -5", [*T, "--steps", "-5"], 1, "train.steps: must be > 0, got -5"),
     ("train batch 0", [*T, "--set", "train.batch_size=0"], 1, "train.batch_size: must be > 0"),
     ("train keep 0", [*T, "--set", "train.keep_checkpoints=0"], 1,
@@ -498,7 +509,7 @@ def _mlp() -> ScoreModel:
 API_ROWS: list[tuple[str, Callable[[], object], str]] = [
     *[(f"{name}.{method}(t={t})", (lambda n=name, m=method, t=t: getattr(
         scoregen.sde.get(n), m)(torch.tensor(t))), phrase)
-      for name in scoregen.sde.list()
+      for name in scoregen.sde.list() if "scalar_kernel" in scoregen.sde.get(name).capabilities
       for method in ("alpha", "sigma", "f", "g2", "log_snr")
       for t, phrase in ((2.0, "outside the SDE's range"), (-0.5, "outside the SDE's range"),
                         (float("nan"), "times must be finite"))],
@@ -512,6 +523,12 @@ API_ROWS: list[tuple[str, Callable[[], object], str]] = [
      "steps must be an integer >= 1"),
     ("sample option", lambda: scoregen.sample(_mlp(), scoregen.sde.get("vp"), (4, 2), "ddim", 2,
                                               order=3), "unexpected keyword option 'order'"),
+    ("blur on vectors", lambda: scoregen.sample(
+        preset("ring8").model(scoregen.sde.get("blur")), scoregen.sde.get("blur"), (4, 2),
+        "ddim", 5), "data of shape (2,) are not images"),
+    ("sampler without capability", lambda: scoregen.sample(
+        preset("ring8").model(scoregen.sde.get("cld")), scoregen.sde.get("cld"), (4, 2),
+        "dpm_solver++", 5), "needs what the SDE 'cld' does not offer (scalar_kernel"),
     ("model wrong shape", lambda: _mlp()(torch.zeros(4, 3), torch.full((4,), 0.5)),
      "got x of shape (4, 3)"),
     ("dataset n", lambda: load_dataset("moons", n=-1), "data.n must be a positive integer"),

@@ -85,6 +85,18 @@ def test_the_sde_page_shows_the_shipped_module_and_its_snippet_runs(capsys):
     assert "torch.Size([1000, 2]) 20" in capsys.readouterr().out
 
 
+def test_the_sde_page_walks_through_cld_with_lines_of_the_shipped_module(capsys):
+    """The second example's excerpt is code of scoregen/sde/cld.py, and its snippet runs."""
+    blocks = python_blocks(DOCS / "adding-an-sde.md")
+    excerpt = next(b for b in blocks if '@register("cld")' in b)
+    module = (ROOT / "scoregen" / "sde" / "cld.py").read_text()
+    for line in excerpt.strip().splitlines():
+        assert line.strip() in module, line
+    use = next(b for b in blocks if 'get("cld")' in b)
+    exec(compile(use, "adding-an-sde.md", "exec"), {})
+    assert "torch.Size([1000, 2]) 50" in capsys.readouterr().out
+
+
 # -- adding an objective --------------------------------------------------------------------------
 OBJECTIVE_PAGE = DOCS / "adding-an-objective.md"
 

@@ -246,7 +246,12 @@ def test_every_objective_prefers_the_exact_score_and_trains(name: str, sde_name:
     reproducible scalar whose gradient reaches every parameter of a small network."""
     sde = scoregen.sde.get(sde_name)
     objective = build_objective(name, sde)
-    mix = GaussianMixture(torch.tensor([[0.3, -0.5]]), 0.2)
+    try:
+        sde.state_shape((2,))
+        shape = (2,)
+    except ValueError:  # a process on images
+        shape = (1, 1, 2)
+    mix = GaussianMixture(torch.tensor([[0.3, -0.5]]), 0.2, shape=shape)
     exact = mix.model(sde)
 
     class Off:
@@ -258,14 +263,17 @@ def test_every_objective_prefers_the_exact_score_and_trains(name: str, sde_name:
         def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return 1.1 * exact(x, t)
 
-    batch = random_batch(mix.sample(8192, torch.Generator().manual_seed(0)), 1)
+    batch = random_batch(mix.sample(8192, torch.Generator().manual_seed(0)), 1, sde=sde)
     best = objective(exact, batch)
     assert best.ndim == 0 and torch.isfinite(best)
     assert float(objective(exact, batch)) == float(best)
     assert float(objective(Off(), batch)) > float(best)
     torch.manual_seed(0)
-    model = ScoreModel(build_network("mlp", (2,), width=8, depth=1), sde).double()
-    objective(model, random_batch(batch.x0[:64], 2)).backward()
+    state = sde.state_shape(shape)
+    net = build_network("mlp", shape, width=8, depth=1,
+                        **({"in_shape": list(state)} if state != shape else {}))
+    model = ScoreModel(net, sde).double().train()
+    objective(model, random_batch(batch.x0[:64], 2, sde=sde)).backward()
     for p in model.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
 
@@ -275,5 +283,19 @@ def test_options_come_from_the_signature_and_unknown_ones_are_refused() -> None:
                                         "p_mean": -1.2, "p_std": 1.2}
     with pytest.raises(ValueError, match="no option 'gamma'; its options: weighting"):
         build_objective("dsm", scoregen.sde.get("vp"), gamma=1.0)
-    with pytest.raises(KeyError, match="known objectives: ddpm, dsm"):
+    with pytest.raises(KeyError, match="known objectives: ddpm, dsm, hsm"):
         build_objective("nope", scoregen.sde.get("vp"))
+
+
+def test_auto_is_the_process_own_objective_and_dsm_refuses_scalar_choices_elsewhere() -> None:
+    from scoregen.training.objectives import resolve_name
+
+    assert [resolve_name("auto", scoregen.sde.get(n)) for n in ("vp", "ddpm", "cld", "vdm",
+                                                               "blur")] == [
+        "dsm", "ddpm", "hsm", "vdm", "dsm"]
+    with pytest.raises(ValueError, match="scalar_kernel"):
+        build_objective("dsm", scoregen.sde.get("blur"), weighting="likelihood")
+    with pytest.raises(ValueError, match="damped_langevin"):
+        build_objective("hsm", scoregen.sde.get("vp"))
+    with pytest.raises(ValueError, match="dequantize must be 0"):
+        build_objective("vdm", scoregen.sde.get("vp"), dequantize=1)

@@ -19,6 +19,15 @@ SAMPLERS = samplers.list()
 FIXED_STEP = [n for n in SAMPLERS if samplers.meta(n)["nfe_per_step"] is not None]
 SDE = sde_lib.get("vp")
 RING = analytic.preset("ring8")
+NEW = ("cld", "vdm")  # processes beyond VP whose samplers are checked here too (flat data)
+
+
+def pairs(names: list[str]) -> list[tuple[str, str]]:
+    """``(sampler, process)``: every sampler on VP where it runs, else on CLD, and every sampler
+    that runs on a process of :data:`NEW` on that process."""
+    out = [(n, "vp" if not samplers.missing(n, SDE) else "cld") for n in names]
+    return out + [(n, p) for p in NEW for n in names
+                  if not samplers.missing(n, sde_lib.get(p)) and (n, p) not in out]
 
 
 def opts(name: str) -> dict:
@@ -30,16 +39,17 @@ def opts(name: str) -> dict:
     return {"steps": None, "ts": torch.tensor([SDE.T, SDE.t_min, 0.0]), **tol}
 
 
-@pytest.mark.parametrize("name", FIXED_STEP)
-def test_sample_k_is_the_same_in_any_batch(name):
+@pytest.mark.parametrize(("name", "process"), pairs(FIXED_STEP))
+def test_sample_k_is_the_same_in_any_batch(name, process):
     """x_T and every injected noise of sample k are functions of its own seed only."""
-    model = RING.model(SDE)
-    big = scoregen.sample(model, SDE, (16, 2), name, seed=100, dtype=torch.float64, **opts(name))
+    sde = sde_lib.get(process)
+    model = RING.model(sde)
+    big = scoregen.sample(model, sde, (16, 2), name, seed=100, dtype=torch.float64, **opts(name))
     for k in (0, 5, 15):
-        one = scoregen.sample(model, SDE, (1, 2), name, seeds=torch.tensor([100 + k]),
+        one = scoregen.sample(model, sde, (1, 2), name, seeds=torch.tensor([100 + k]),
                               dtype=torch.float64, **opts(name))
         torch.testing.assert_close(one.x[0], big.x[k], rtol=1e-10, atol=1e-10)
-    again = scoregen.sample(model, SDE, (16, 2), name, seed=100, dtype=torch.float64,
+    again = scoregen.sample(model, sde, (16, 2), name, seed=100, dtype=torch.float64,
                             **opts(name))
     assert torch.equal(again.x, big.x)
 
@@ -60,10 +70,12 @@ IMAGE_MIXTURE = GaussianMixture(torch.randn(3, 16, generator=torch.Generator().m
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", SAMPLERS)
-def test_image_batches_and_dtypes(name, dtype):
-    model = IMAGE_MIXTURE.model(SDE)
-    out = scoregen.sample(model, SDE, (5, 1, 4, 4), name, dtype=dtype, **opts(name))
+@pytest.mark.parametrize(("name", "process"), [*pairs(SAMPLERS)[:len(SAMPLERS)], *(
+    (n, "blur") for n in SAMPLERS if not samplers.missing(n, sde_lib.get("blur")))])
+def test_image_batches_and_dtypes(name, process, dtype):
+    sde = sde_lib.get(process)
+    model = IMAGE_MIXTURE.model(sde)
+    out = scoregen.sample(model, sde, (5, 1, 4, 4), name, dtype=dtype, **opts(name))
     assert out.x.shape == (5, 1, 4, 4)
     assert out.x.dtype == dtype
     assert torch.isfinite(out.x).all()
@@ -75,27 +87,29 @@ class TinyEpsNet(nn.Module):
 
     prediction = "eps"
 
-    def __init__(self) -> None:
+    def __init__(self, sde=SDE) -> None:
         super().__init__()
-        self.sde = SDE
-        self.layer = nn.Linear(3, 2)
+        self.sde = sde
+        self.layer = nn.Linear(sde.state_shape((2,))[0] + 1, 2)
 
     def forward(self, x, t):
         return self.layer(torch.cat([x, t[:, None].to(x.dtype)], dim=1))
 
 
-@pytest.mark.parametrize("name", SAMPLERS)
-def test_sampling_keeps_no_graph(name):
+@pytest.mark.parametrize(("name", "process"), pairs(SAMPLERS)[:len(SAMPLERS)])
+def test_sampling_keeps_no_graph(name, process):
+    sde = sde_lib.get(process)
     with torch.enable_grad():
-        out = scoregen.sample(TinyEpsNet(), SDE, (4, 2), name, **opts(name))
+        out = scoregen.sample(TinyEpsNet(sde), sde, (4, 2), name, **opts(name))
     assert not out.x.requires_grad and out.x.grad_fn is None
 
 
-@pytest.mark.parametrize("name", FIXED_STEP)
-def test_a_user_grid_is_followed(name):
+@pytest.mark.parametrize(("name", "process"), pairs(FIXED_STEP)[:len(FIXED_STEP)])
+def test_a_user_grid_is_followed(name, process):
+    sde = sde_lib.get(process)
     ts = torch.tensor([1.0, 0.7, 0.3, 0.1, 0.02, 0.0], dtype=torch.float64)
     seen = []
-    out = scoregen.sample(RING.model(SDE), SDE, (4, 2), name, None, ts=ts,
+    out = scoregen.sample(RING.model(sde), sde, (4, 2), name, None, ts=ts,
                           callback=lambda i, t, x: seen.append(float(t)))
     assert torch.equal(out.ts, ts)
     assert seen == ts[1:].tolist()

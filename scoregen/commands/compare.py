@@ -10,6 +10,8 @@ Examples::
     scoregen compare
     scoregen compare --preset mix64 --samplers ddim,heun --budgets 10,20,50
     scoregen compare --sde ddpm --peers            # with diffusers and k-diffusion
+    scoregen compare --sde cld                     # the samplers that run on CLD, exact scores
+    scoregen compare --sde blur --preset mix8x8    # blurring diffusion needs image samples
     scoregen compare --checkpoint runs/toy2d --reference test.npz
     scoregen compare --preset ring8 --guidance 1,2,4,8   # classifier-free guidance, exact
     torchrun --standalone --nproc_per_node=2 -m scoregen compare --checkpoint runs/ddp
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
                                          dtype or torch.float64)
         problem.device = ctx.device
     grids = _tuned_grids(args) if args.spacing == "tuned" else None
-    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt), grids)
+    methods = compare.scoregen_methods(_sampler_names(args, problem.sde), args.spacing,
+                                       _options(args.opt), grids)
     peer_messages: list[str] = []
     if args.peers:
         from scoregen.evaluation import peers
@@ -191,10 +194,22 @@ def _check_outputs(args: argparse.Namespace) -> None:
     outputs.check_target(Path(args.out) / "guidance.md", what="--out")
 
 
+def _sampler_names(args: argparse.Namespace, sde: Any) -> list[str]:
+    """``--samplers`` (each must run on the process: a clear error names what it lacks), by
+    default every sampler that runs on it (`scoregen list sdes`)."""
+    from scoregen.samplers import applicable, check_applies
+
+    names = args.samplers or applicable(sde)
+    for name in names:
+        check_applies(name, sde)
+    return names
+
+
 def _methods(args: argparse.Namespace, sde: Any) -> list[Any]:
     from scoregen.evaluation import compare
 
-    methods = compare.scoregen_methods(args.samplers, args.spacing, _options(args.opt))
+    methods = compare.scoregen_methods(_sampler_names(args, sde), args.spacing,
+                                       _options(args.opt))
     if args.peers:
         from scoregen.evaluation import peers
         names = None if args.peers == "all" else _names(args.peers)

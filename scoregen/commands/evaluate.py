@@ -76,11 +76,12 @@ def report_paths(out: Path) -> tuple[Path, Path]:
     return out, md
 
 
-def default_metrics(data: str, kind: str) -> list[str]:
-    """nll, bound, swd, mmd; plus fd_digits on digits, nll_gap and mode_tv on mixtures."""
+def default_metrics(data: str, kind: str, scalar_kernel: bool = True) -> list[str]:
+    """nll, bound (scalar kernels), swd, mmd; plus fd_digits on digits, nll_gap and mode_tv
+    on mixtures."""
     extra = {"digits": ["fd_digits"]}.get(data, ["nll_gap", "mode_tv"] if kind == "mixture"
                                                  else [])
-    return ["nll", "bound", "swd", "mmd", *extra]
+    return ["nll", *(["bound"] if scalar_kernel else []), "swd", "mmd", *extra]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
                          f"the model makes {src.shape}")
     kind = DATASETS.meta(data)["kind"]
     mixture = preset(options.get("preset", "ring8")) if kind == "mixture" else None
-    names = args.metrics or default_metrics(data, kind)
+    from scoregen.sde.base import SCALAR_KERNEL
+
+    names = args.metrics or default_metrics(data, kind, SCALAR_KERNEL in src.sde.capabilities)
     known = [*ESTIMATORS, *METRICS.list()]
     unknown = [m for m in names if m not in known]
     if unknown:

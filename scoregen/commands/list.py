@@ -25,8 +25,10 @@ def _rows(what: str) -> list[tuple[str, str]]:
         for n in sde_lib.list():
             process = sde_lib.get(n)
             runs = applicable(process)
-            which = ("every sampler" if len(runs) == len(SAMPLERS.list())
-                     else f"samplers: {', '.join(runs) or '(none)'}")
+            refused = [s for s in SAMPLERS.list() if s not in runs]
+            which = ("every sampler" if not refused else
+                     f"every sampler but {', '.join(refused)}" if len(refused) < len(runs) else
+                     f"samplers: {', '.join(runs) or '(none)'}")
             caps = ", ".join(sorted(process.capabilities)) or "generic"
             rows.append((n, f"{_first_line(type(process))} [{caps}; {which}]"))
         return rows

@@ -39,7 +39,7 @@ from scoregen.infra import outputs
 from scoregen.models.analytic import GaussianMixture
 from scoregen.models.prediction import Model
 from scoregen.sampling.noise import NoiseSource
-from scoregen.sde.base import SDE
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 ESTIMATORS = ("nll", "bound")  # the probability-flow ODE and the variational bound
 
@@ -108,6 +108,10 @@ def evaluate_batch(
         out["logp_nll"] = res.logp
         out["nfe_nll"] = torch.full((B,), float(res.nfe))
     if "bound" in estimators:
+        if SCALAR_KERNEL not in sde.capabilities:
+            raise ValueError(f"the variational bound is written for the scalar kernel (log-SNR "
+                             f"draws, the transition from t_min), which {sde.name!r} does not "
+                             "offer; evaluate its likelihood with the probability-flow ODE (nll)")
         bound = variational_bound(model, sde, x, n_times=opts.bound_times, t_min=t0,
                                   seeds=seeds, sigma_data=opts.sigma_data)
         out["logp_bound"] = -bound.nll

@@ -32,6 +32,11 @@ Conventions (also in ``docs/metrics.md``):
   expectation (the change of variables and the bound are written out in
   :mod:`scoregen.evaluation.dequantize`). Without ``dequantize`` the data are treated as
   continuous and ``bpd`` is ``None``.
+- **Augmented processes.** A process whose state is larger than the data (critically-damped
+  Langevin's ``(x, v)``) gives the density of the state. Data ``x`` are lifted to a state with
+  the auxiliary part drawn (:meth:`scoregen.sde.base.SDE.lift`, ``v_0 ~ q``), and ``logp`` is
+  ``log p(x, v_0) - log q(v_0)``, whose mean is a lower bound on ``log p(x)`` (Dockhorn et al.
+  2022, eq. 16); ``state=True`` takes ``x`` as a state and gives its density.
 - **Randomness.** With ``seeds`` (one per example, e.g. ``seed + global index``) the
   dequantization noise (draw 0) and the probes (draws ``1 .. n_probes``) come from the
   counter-based :class:`scoregen.sampling.noise.NoiseSource`, so an example's result does not depend
@@ -41,6 +46,7 @@ Conventions (also in ``docs/metrics.md``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -56,6 +62,7 @@ from scoregen.sde.base import SDE
 DIVERGENCES = ("auto", "exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 EXACT_MAX_DIM = 16
+LIFT_DRAW = 998  # the draw of an example's noise stream that lifts data to a state
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
@@ -99,6 +106,7 @@ def log_likelihood(
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     options: dict[str, Any] | None = None,
     seeds: Tensor | None = None,
+    state: bool = False,
 ) -> LikelihoodResult:
     """``log p_{t_min}(x)`` in nats by the probability-flow ODE (see the module docstring).
 
@@ -124,6 +132,8 @@ def log_likelihood(
         seeds: ``(B,)`` per-sample seeds: sample ``k``'s probes and dequantization noise
             come from its own :class:`~scoregen.sampling.noise.NoiseSource` stream (so they do not
             depend on the batch; :func:`log_likelihood_sharded`) instead of ``seed``.
+        state: ``x`` is a state of ``sde`` (of an augmented process: the joint ``(x, v)``), not
+            data to lift (module docstring).
     """
     from torchdiffeq import odeint
 
@@ -132,8 +142,10 @@ def log_likelihood(
     if not 0 <= t0 < sde.T:
         raise ValueError(f"t_min must lie in [0, T={sde.T}), got {t0}")
     D = x[0].numel()
+    shape = tuple(x.shape[1:])
+    event = shape if state else sde.state_shape(shape)
     if kind == "auto":
-        kind = "exact" if D <= EXACT_MAX_DIM else "hutchinson"
+        kind = "exact" if math.prod(event) <= EXACT_MAX_DIM else "hutchinson"
     gen = torch.Generator(device=x.device).manual_seed(seed)
     noise = None
     if seeds is not None:
@@ -148,6 +160,14 @@ def log_likelihood(
             u = (uniform_from_normal(noise.draw(0)) if noise is not None else
                  torch.rand(x.shape, generator=gen, dtype=x.dtype, device=x.device) - 0.5)
             x = quant.dequantize(x, u)
+        log_q = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if event != shape:
+            stream = None if noise is None else NoiseSource(seeds.to(x.device), event, x.dtype,
+                                                            x.device)
+            lift = (torch.randn((x.shape[0], *event), generator=gen, dtype=x.dtype,
+                                device=x.device) if stream is None else stream.draw(LIFT_DRAW))
+            x, log_q = sde.lift(x, lift)
+            noise = stream
         z = None
         if kind == "hutchinson":
             z = (_draw_probes(probes, (n_probes, *x.shape), gen, x) if noise is None else
@@ -169,7 +189,7 @@ def log_likelihood(
                           options=opts)
         x_T, delta_logp = xs[-1], divs[-1]
         prior = (sde.prior_logp if prior_logp is None else prior_logp)(x_T)
-        logp = prior + delta_logp
+        logp = prior + delta_logp - log_q
         bpd = None if quant is None else quant.bits_per_dim(logp, D)
     return LikelihoodResult(logp, bpd, denoiser.nfe, prior, delta_logp, x_T)
 
@@ -277,8 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m scoregen.evaluation.likelihood [--preset ring8] [--n 256] [--sde vp ve linear]``.
 
     Checks the ODE likelihood on the exact mixture oracle: for ``n`` exact samples of
-    ``p_{t_min}`` prints the mean NLL from the ODE (default options) and from the closed
-    form, the largest absolute error, the NFE and the wall time. Under ``torchrun`` the
+    ``p_{t_min}`` (states: the joint ``(x, v)`` for ``cld``) prints the mean NLL from the ODE
+    (default options, ``--rtol``, ``--exact-prior``) and from the closed form, the largest
+    absolute error, the NFE and the wall time. Under ``torchrun`` the
     samples are shared out (:func:`log_likelihood_sharded`) and rank 0 prints.
     """
     import argparse
@@ -293,6 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--sde", nargs="+", default=["vp", "ve", "linear"])
     parser.add_argument("--divergence", default="auto", choices=DIVERGENCES)
+    parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of dopri5")
+    parser.add_argument("--exact-prior", action="store_true",
+                        help="the mixture's exact p_T as the prior (no prior mismatch)")
     args = parser.parse_args(argv)
     mix = preset(args.preset)
     main_rank = distributed.setup("cpu").is_main
@@ -301,9 +325,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{'seconds':>8s}   ({args.preset}, n={args.n}, nats per sample)")
     for name in args.sde:
         sde = sdes.get(name)
-        x = mix.sample_t(args.n, sde, sde.t_min, torch.Generator().manual_seed(0))
+        x = mix.sample_t(args.n, sde, sde.t_min, torch.Generator().manual_seed(0))  # states
+        prior = (lambda z, s=sde: mix.log_prob(z, s, s.T)) if args.exact_prior else None
         start = time.perf_counter()
-        res = log_likelihood_sharded(mix.model(sde), sde, x, divergence=args.divergence)
+        res = log_likelihood_sharded(mix.model(sde), sde, x, divergence=args.divergence,
+                                     state=True, rtol=args.rtol, atol=args.rtol,
+                                     prior_logp=prior)
         seconds = time.perf_counter() - start
         if res is None:  # not rank 0
             continue

@@ -5,6 +5,14 @@ a mixture (Karras et al. 2022, app. B.1 for the isotropic case)::
 
     p_t(x) = sum_k w_k N(x; alpha mu_k, C_k),        C_k = alpha^2 Sigma_k + sigma^2 I.
 
+So does any linear Gaussian kernel ``x_t | x0 ~ N(A_t x0, S_t)`` (an augmented state,
+per-frequency scales: :meth:`scoregen.sde.base.SDE.kernel_matrices`): ``p_t = sum_k w_k N(A_t
+mu_k, C_k)`` with ``C_k = A_t Sigma_k A_t^T + S_t``, ``score = -sum_k r_k C_k^{-1} (x - A_t
+mu_k)`` and ``E[x0 | x_t = x] = sum_k r_k (mu_k + Sigma_k A_t^T C_k^{-1} (x - A_t mu_k))``; the
+noise follows from the kernel, ``E[eps | x] = eps_from_x0(x, t, E[x0 | x])`` (it is linear).
+Processes without the scalar kernel take this dense path (one Cholesky factor per component and
+distinct time); the scalar kernel keeps the rotated one below.
+
 With ``Sigma_k = U_k diag(s_k) U_k^T`` every ``C_k`` shares the eigenvectors ``U_k`` and has
 eigenvalues ``alpha^2 s_k + sigma^2``, so densities, scores and posterior means cost one
 rotation per component, at any ``t``. With responsibilities ``r_k(x) = p(k | x_t = x)``:
@@ -42,8 +50,8 @@ from torch import Tensor
 
 from scoregen.infra.registry import Registry
 from scoregen.infra.shape import bcast
-from scoregen.models.prediction import Prediction, check_prediction, from_x0_eps
-from scoregen.sde.base import SDE
+from scoregen.models.prediction import Prediction, check_prediction, output_from_pair
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 
 class GaussianMixture:
@@ -149,7 +157,8 @@ class GaussianMixture:
     ) -> Tensor:
         """Exact samples of ``x_t`` under ``sde`` at time ``t`` (float64)."""
         x0 = self.sample(n, generator)
-        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+        eps = torch.randn((n, *sde.state_shape(self.shape)), generator=generator,
+                          dtype=torch.float64)
         return sde.perturb(x0, torch.tensor(float(t), dtype=torch.float64), eps)
 
     # -- exact quantities at time t ----------------------------------------------------------------
@@ -188,9 +197,7 @@ class GaussianMixture:
     ) -> Tensor:
         """The exact noisy classifier ``log p_t(y | x) = log sum_{c(k)=y} r_k(x)``: ``(B, C)``
         (differentiable in ``x``; data-space classifier when ``sde`` is None)."""
-        alpha, sigma = self._coefs(sde, t, x)
-        *_, log_joint = self._per_component(x, alpha, sigma)
-        log_r = torch.log_softmax(log_joint, dim=1)
+        log_r = torch.log_softmax(self._log_joint(x, sde, t), dim=1)
         index = self.labels.to(x.device)
         out = torch.full((x.shape[0], self.num_classes), -math.inf, dtype=log_r.dtype,
                          device=x.device)
@@ -234,27 +241,69 @@ class GaussianMixture:
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         return sde.marginal_params(t)
 
+    def _log_joint(self, x: Tensor, sde: SDE | None, t: Tensor | float | None) -> Tensor:
+        """``log w_k + log N(x; mean_k, C_k)`` at time ``t``: ``(B, K)``."""
+        if sde is not None and not _scalar(sde):
+            return self._kernel_terms(x, sde, t)[1]
+        alpha, sigma = self._coefs(sde, t, x)
+        return self._per_component(x, alpha, sigma)[2]
+
+    def _kernel_terms(self, x: Tensor, sde: SDE, t: Tensor | float
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """The dense path (module docstring) for any linear Gaussian kernel, one group of
+        samples per distinct time: ``C_k^{-1} (x - A mu_k)`` ``(B, K, S)``, the log-joint
+        ``(B, K)`` and ``E[x0 | x, k]`` ``(B, K, D)`` (float64)."""
+        xf = x.reshape(x.shape[0], -1).to(torch.float64)
+        S = math.prod(sde.state_shape(self.shape))
+        if xf.shape[1] != S:
+            raise ValueError(f"x has {xf.shape[1]} values per sample; states of the mixture under "
+                             f"{sde.name} have {S}")
+        t = torch.as_tensor(t, dtype=torch.float64).cpu()
+        times = t.reshape(1) if t.ndim == 0 else torch.unique(t)
+        B, K = xf.shape[0], self.n_components
+        out = (xf.new_empty(B, K, S), xf.new_empty(B, K), xf.new_empty(B, K, self.dim))
+        cov = self.covariances().to(xf.device)
+        means = self.means.to(xf.device)
+        for tt in times:
+            A, C = (m.to(xf.device) for m in sde.kernel_matrices(tt, self.shape))
+            Ck = A @ cov @ A.T + C  # (K, S, S)
+            L = torch.linalg.cholesky(0.5 * (Ck + Ck.transpose(1, 2)))
+            c_inv = torch.cholesky_inverse(L)
+            logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
+            rows = slice(None) if len(times) == 1 else (t == tt).nonzero().squeeze(1).to(
+                xf.device)
+            resid = xf[rows][:, None, :] - (means @ A.T)[None]  # (b, K, S)
+            sol = torch.einsum("kst,bkt->bks", c_inv, resid)
+            out[0][rows] = sol
+            out[1][rows] = torch.log(self.weights.to(xf.device)) - 0.5 * (
+                (resid * sol).sum(-1) + logdet + S * math.log(2 * math.pi))
+            out[2][rows] = means[None] + torch.einsum("kds,bks->bkd", cov @ A.T, sol)
+        return out
+
     def log_prob(
         self, x: Tensor, sde: SDE | None = None, t: Tensor | float | None = None
     ) -> Tensor:
         """``log p_t(x)`` under ``sde`` at ``t`` (data density if ``sde`` is None): ``(B,)``."""
-        alpha, sigma = self._coefs(sde, t, x)
-        *_, log_joint = self._per_component(x, alpha, sigma)
-        return torch.logsumexp(log_joint, dim=1).to(x.dtype)
+        return torch.logsumexp(self._log_joint(x, sde, t), dim=1).to(x.dtype)
 
     def responsibilities(
         self, x: Tensor, sde: SDE | None = None, t: Tensor | float | None = None
     ) -> Tensor:
         """``p(k | x_t = x)``: ``(B, K)``."""
-        alpha, sigma = self._coefs(sde, t, x)
-        *_, log_joint = self._per_component(x, alpha, sigma)
-        return torch.softmax(log_joint, dim=1)
+        return torch.softmax(self._log_joint(x, sde, t), dim=1)
 
     def denoise(self, x: Tensor, sde: SDE, t: Tensor | float, cond: Tensor | None = None
                 ) -> Prediction:
         """Exact ``(E[x0 | x_t = x], E[eps | x_t = x])`` at time ``t`` (scalar or ``(B,)``);
-        given labels ``cond: (B,)``, the class-conditional ones."""
+        given labels ``cond: (B,)``, the class-conditional ones. ``x`` is a state of ``sde``;
+        ``x0`` has the data's shape, ``eps`` the state's."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        if not _scalar(sde):
+            _, log_joint, x0_k = self._kernel_terms(x, sde, t)
+            r = torch.softmax(self._class_mask(cond, log_joint), dim=1)
+            x0 = torch.einsum("bk,bkd->bd", r, x0_k).reshape(x.shape[0], *self.shape)
+            eps = sde.eps_from_x0(x.to(torch.float64), t, x0)
+            return Prediction(x0.to(x.dtype), eps.to(x.dtype))
         alpha, sigma = sde.marginal_params(t)
         y, var, log_joint = self._per_component(x, alpha, sigma)
         log_joint = self._class_mask(cond, log_joint)
@@ -272,6 +321,10 @@ class GaussianMixture:
         """Exact ``grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha mu_k)`` (given labels
         ``cond``: ``grad_x log p_t(x | y)``)."""
         t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+        if not _scalar(sde):
+            solved, log_joint, _ = self._kernel_terms(x, sde, t)
+            r = torch.softmax(self._class_mask(cond, log_joint), dim=1)
+            return -torch.einsum("bk,bks->bs", r, solved).reshape(x.shape).to(x.dtype)
         alpha, sigma = sde.marginal_params(t)
         y, var, log_joint = self._per_component(x, alpha, sigma)
         log_joint = self._class_mask(cond, log_joint)
@@ -303,13 +356,16 @@ class OracleModel:
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         pair = self.mixture.denoise(x, self.sde, t, cond)
-        t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
-        out = from_x0_eps(pair, self.prediction, self.sde.alpha(t64).to(x.dtype),
-                          self.sde.sigma(t64).to(x.dtype))
-        return out
+        return output_from_pair(pair, self.prediction, x, t, self.sde)
 
     def __repr__(self) -> str:
         return f"OracleModel({self.mixture.n_components} components, {self.sde!r})"
+
+
+def _scalar(sde: SDE) -> bool:
+    """Whether ``sde`` has the scalar kernel (an object that only gives ``marginal_params``,
+    e.g. the EDM scale of :mod:`scoregen.evaluation.reference`, has)."""
+    return SCALAR_KERNEL in getattr(sde, "capabilities", (SCALAR_KERNEL,))
 
 
 # -- presets -------------------------------------------------------------------------------------
@@ -324,7 +380,8 @@ def ring8(radius: float = 1.0, std: float = 0.1) -> GaussianMixture:
     return GaussianMixture(means, std**2)
 
 
-def random_mixture(dim: int, components: int = 8, seed: int = 0) -> GaussianMixture:
+def random_mixture(dim: int, components: int = 8, seed: int = 0,
+                   shape: tuple[int, ...] | None = None) -> GaussianMixture:
     """A reproducible mixture in ``dim`` dimensions with full, anisotropic covariances.
 
     Means uniform in ``[-1, 1]^dim``; covariances ``U diag(s) U^T`` with a random rotation
@@ -339,7 +396,7 @@ def random_mixture(dim: int, components: int = 8, seed: int = 0) -> GaussianMixt
     covs = 0.5 * (covs + covs.transpose(1, 2))
     u = torch.rand(2, components, generator=g, dtype=torch.float64)
     w = -torch.log(u).sum(0)  # Gamma(2, 1) draws -> Dirichlet(2) after normalising
-    return GaussianMixture(means, covs, w)
+    return GaussianMixture(means, covs, w, shape)
 
 
 @PRESETS.register("mix16")
@@ -352,6 +409,12 @@ def mix16() -> GaussianMixture:
 def mix64() -> GaussianMixture:
     """64-D mixture of 8 anisotropic Gaussians (:func:`random_mixture`, seed 0)."""
     return random_mixture(64, 8, seed=0)
+
+
+@PRESETS.register("mix8x8")
+def mix8x8() -> GaussianMixture:
+    """mix64 laid out as 1x8x8 images (for processes on images, e.g. blurring diffusion)."""
+    return random_mixture(64, 8, seed=0, shape=(1, 8, 8))
 
 
 def preset(name: str, **kwargs: object) -> GaussianMixture:

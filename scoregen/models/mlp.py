@@ -52,7 +52,7 @@ def conditioned(net: nn.Module, emb: Tensor, cond: Tensor | None) -> Tensor:
 
 @register("mlp", kind="vector")
 class MLP(nn.Module):
-    """Residual MLP ``(x: (B, *shape), c_noise: (B,)) -> (B, *shape)``.
+    """Residual MLP ``(x: (B, *in_shape), c_noise: (B,)) -> (B, *shape)``.
 
     Args:
         shape: event shape of one sample, e.g. ``(2,)``.
@@ -60,6 +60,8 @@ class MLP(nn.Module):
         emb_dim: width of the noise embedding; embedding: ``fourier`` or ``sinusoidal``.
         num_classes: number of classes of a class-conditional network (0: unconditional);
             label ``num_classes`` is the null label.
+        in_shape: event shape of the input when it differs from the output's ``shape`` (the
+            state of an augmented process, e.g. critically-damped Langevin's ``(x, v)``).
     """
 
     def __init__(
@@ -70,15 +72,17 @@ class MLP(nn.Module):
         emb_dim: int = 64,
         embedding: str = "fourier",
         num_classes: int = 0,
+        in_shape: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
         d = math.prod(self.shape)
+        d_in = d if in_shape is None else math.prod(in_shape)
         self.embed = NoiseEmbedding(emb_dim, embedding)
         self.num_classes = int(num_classes)
         if self.num_classes:
             self.label_embed = LabelEmbedding(self.num_classes, emb_dim)
-        self.inp = nn.Linear(d, width)
+        self.inp = nn.Linear(d_in, width)
         self.blocks = nn.ModuleList(_ResBlock(width, emb_dim) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, d)
@@ -90,4 +94,4 @@ class MLP(nn.Module):
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(nn.functional.silu(self.norm(h))).view_as(x)
+        return self.out(nn.functional.silu(self.norm(h))).view(x.shape[0], *self.shape)

@@ -123,19 +123,23 @@ def from_x0_eps(pair: Prediction, kind: str, alpha: Tensor, sigma: Tensor) -> Te
 def pair_from_output(out: Tensor, kind: str, x: Tensor, t: Tensor, sde: SDE) -> Prediction:
     """A ``kind`` prediction at ``x`` (time ``t: ()`` or ``(B,)``) as ``(x0_hat, eps_hat)`` for
     any kernel: :func:`to_x0_eps` with ``alpha(t)``, ``sigma(t)`` for the scalar kernel, else
-    the SDE's kernel operations (``v`` is defined for the scalar kernel only)."""
+    the SDE's kernel operations (``v`` is defined for the scalar kernel only). Without the
+    scalar kernel an ``eps`` or ``score`` output is the part of the state's noise or score the
+    model predicts (:meth:`~scoregen.sde.base.SDE.predicted_part`, e.g. the velocity half of
+    critically-damped Langevin): it gives ``x0_hat``, and ``x0_hat`` the whole ``eps_hat``."""
     if SCALAR_KERNEL in sde.capabilities:
         t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         return to_x0_eps(out, kind, x, sde.alpha(t64).to(x.dtype), sde.sigma(t64).to(x.dtype))
     if kind == "eps":
-        return Prediction(sde.x0_from_eps(x, t, out), out)
-    if kind == "x0":
-        return Prediction(out, sde.eps_from_x0(x, t, out))
-    if kind == "score":
-        eps = sde.eps_from_score(x, t, out)
-        return Prediction(sde.x0_from_eps(x, t, eps), eps)
-    raise ValueError(f"prediction type {kind!r} needs the scalar kernel; the SDE {sde.name!r} "
-                     "takes eps, x0 or score predictions")
+        x0 = sde.x0_from_eps(x, t, out)
+    elif kind == "x0":
+        x0 = out
+    elif kind == "score":
+        x0 = sde.x0_from_eps(x, t, sde.eps_from_score(x, t, out))
+    else:
+        raise ValueError(f"prediction type {kind!r} needs the scalar kernel; the SDE "
+                         f"{sde.name!r} takes eps, x0 or score predictions")
+    return Prediction(x0, sde.eps_from_x0(x, t, x0))
 
 
 def output_from_pair(pair: Prediction, kind: str, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
@@ -143,12 +147,20 @@ def output_from_pair(pair: Prediction, kind: str, x: Tensor, t: Tensor, sde: SDE
     if SCALAR_KERNEL in sde.capabilities:
         t64 = torch.as_tensor(t, dtype=torch.float64, device=x.device)
         return from_x0_eps(pair, kind, sde.alpha(t64).to(x.dtype), sde.sigma(t64).to(x.dtype))
-    if kind in ("eps", "x0"):
-        return pair.eps if kind == "eps" else pair.x0
+    if kind == "x0":
+        return pair.x0
+    if kind == "eps":
+        return sde.predicted_part(pair.eps)
     if kind == "score":
-        return sde.score_from_eps(pair.eps, t)
+        return sde.predicted_part(sde.score_from_eps(pair.eps, t))
     raise ValueError(f"prediction type {kind!r} needs the scalar kernel; the SDE {sde.name!r} "
                      "takes eps, x0 or score predictions")
+
+
+def output_shape(x: Tensor, sde: SDE) -> tuple[int, ...]:
+    """The shape of a model's output at a state ``x``: the data's (``x``'s own for every
+    process whose state is its data)."""
+    return tuple(sde.data_from_state(x).shape)
 
 
 def predict_pair(model: Model, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
@@ -159,8 +171,9 @@ def predict_pair(model: Model, x: Tensor, t: Tensor, cond: Tensor | None = None)
     if pair_fn is not None:
         return pair_fn(x, t, **kw)
     out = model(x, t, **kw)
-    if out.shape != x.shape:
-        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
+    if tuple(out.shape) != output_shape(x, model.sde):
+        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(x.shape)} "
+                         f"(expected {output_shape(x, model.sde)})")
     return pair_from_output(out, model.prediction, x, t, model.sde)
 
 
@@ -185,6 +198,20 @@ class Parameterization:
         c_skip, c_out = self.coefficients(alpha, sigma, sigma_data)
         out = bcast(c_out, x).to(x.dtype) * F
         return out if c_skip is None else bcast(c_skip, x).to(x.dtype) * x + out
+
+    def kernel_output(self, x: Tensor, F: Tensor, t: Tensor, sde: SDE,
+                      sigma_data: float) -> Tensor:
+        """The prediction for a process without the scalar kernel, from its kernel: ``eps``:
+        the Gaussian-data posterior mean of the predicted noise plus its std times ``F``
+        (:meth:`~scoregen.sde.base.SDE.gaussian_eps`, the same rule as the Wiener-filter skip);
+        ``x0``: ``F``. ``v`` and ``edm`` are written in ``alpha`` and ``sigma`` (scalar kernel)."""
+        if self.name == "x0":
+            return F
+        if self.name == "eps":
+            mean, std = sde.gaussian_eps(x, t, sigma_data)
+            return mean + std * F
+        raise ValueError(f"the {self.name!r} parameterization needs the scalar kernel; the SDE "
+                         f"{sde.name!r} takes eps or x0 (model.prediction)")
 
 
 def _eps_coefficients(alpha: Tensor, sigma: Tensor, sd: float) -> tuple[Tensor, Tensor]:
@@ -258,8 +285,17 @@ class Retargeted:
 
 
 def retarget(model: Model, sde: SDE) -> Model:
-    """``model`` if it already targets ``sde``, else a :class:`Retargeted` view of it."""
-    return model if model.sde == sde else Retargeted(model, sde)
+    """``model`` if it already targets ``sde``, else a :class:`Retargeted` view of it (both
+    processes need the scalar kernel: the views are matched by log-SNR)."""
+    if model.sde == sde:
+        return model
+    lacking = [p.name for p in (model.sde, sde) if SCALAR_KERNEL not in p.capabilities]
+    if lacking:
+        verb = "lacks" if len(lacking) == 1 else "lack"
+        raise ValueError(f"a model is re-targeted to another SDE by matching log-SNR, which "
+                         f"{' and '.join(map(repr, lacking))} {verb} (no scalar kernel); sample "
+                         "it with its own SDE")
+    return Retargeted(model, sde)
 
 
 __all__ = [
@@ -273,6 +309,7 @@ __all__ = [
     "check_prediction",
     "from_x0_eps",
     "output_from_pair",
+    "output_shape",
     "pair_from_output",
     "parameterization",
     "predict_pair",

@@ -14,6 +14,13 @@ depends on the log-SNR only; ``c_in x_t = x~ / sqrt(sigma_e^2 + sigma_data^2)`` 
 parameterization, ``c_skip x_t + c_out F`` (eps, x0, v, or EDM's denoiser reported as x0):
 the formulas live with every other prediction-type rule in
 :mod:`scoregen.models.prediction` (:data:`~scoregen.models.prediction.PARAMETERIZATIONS`).
+
+A process without the scalar kernel gives these quantities itself: the network's input
+(:meth:`~scoregen.sde.base.SDE.network_input`, the whole state, e.g. CLD's ``(x, v)``), its
+noise condition (:meth:`~scoregen.sde.base.SDE.noise_condition`) and, for ``eps``, the Gaussian
+posterior of the predicted noise (:meth:`~scoregen.sde.base.SDE.gaussian_eps`); the network
+then maps the state to the data's shape. A process that is an ``nn.Module`` (a learned schedule,
+:mod:`scoregen.sde.vdm`) is a submodule: its parameters train and are saved with the model.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from torch import Tensor, nn
 
 from scoregen.infra.shape import batch_times, bcast
 from scoregen.models.prediction import Model, parameterization, retarget
-from scoregen.sde.base import SDE
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 
 class ScoreModel(nn.Module):
@@ -82,17 +89,26 @@ class ScoreModel(nn.Module):
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The ``prediction``-type output at ``x: (B, *D)``, ``t: ()`` or ``(B,)``; ``cond``:
         labels ``(B,)`` of a class-conditional network (``None``: the null label)."""
-        if self.data_shape is not None and tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"the model is for data of shape {self.data_shape}, got x of "
-                             f"shape {tuple(x.shape)}; pass (batch, *{self.data_shape})")
+        if self.data_shape is not None:
+            state = self.sde.state_shape(self.data_shape)
+            if tuple(x.shape[1:]) != state:
+                what = ("" if state == self.data_shape
+                        else f" (states {state} under {self.sde.name})")
+                raise ValueError(f"the model is for data of shape {self.data_shape}{what}, got x "
+                                 f"of shape {tuple(x.shape)}; pass (batch, *{state})")
         t = batch_times(t, x)
-        c = self.coefficients(t)
         dtype = next(self.network.parameters()).dtype
-        x_in = (bcast(c["c_in"], x) * x).to(dtype)
         if cond is not None and self.num_classes is None:
             raise ValueError("labels (cond) were given but the model is not class-conditional; "
                              "train it with model.num_classes, or sample without cond/--class")
         args = () if cond is None else (cond,)
+        if SCALAR_KERNEL not in self.sde.capabilities:
+            x_in = self.sde.network_input(x, t, self.sigma_data).to(dtype)
+            c_noise = self.sde.noise_condition(t).to(dtype)
+            F = self.network(x_in, c_noise, *args).to(x.dtype)
+            return self._output.kernel_output(x, F, t, self.sde, self.sigma_data)
+        c = self.coefficients(t)
+        x_in = (bcast(c["c_in"], x) * x).to(dtype)
         F = self.network(x_in, c["c_noise"].to(dtype), *args).to(x.dtype)
         return self._output.output(x, F, c["alpha"], c["sigma"], self.sigma_data)
 

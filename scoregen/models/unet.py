@@ -83,6 +83,8 @@ class UNet(nn.Module):
             the middle block always has one.
         groups: GroupNorm groups; heads: attention heads; embedding: ``fourier`` or
             ``sinusoidal``.
+        in_shape: ``(C_in, H, W)`` when the input has other channels than the output (the
+            state of an augmented process, e.g. critically-damped Langevin's ``(x, v)``).
     """
 
     def __init__(
@@ -96,11 +98,15 @@ class UNet(nn.Module):
         heads: int = 1,
         embedding: str = "fourier",
         num_classes: int = 0,
+        in_shape: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
         if len(shape) != 3:
             raise ValueError(f"unet needs image samples of shape (C, H, W), got {tuple(shape)}")
         C, H, W = shape
+        c_in = C if in_shape is None else in_shape[0]
+        if in_shape is not None and (len(in_shape) != 3 or tuple(in_shape[1:]) != (H, W)):
+            raise ValueError(f"unet: in_shape {tuple(in_shape)} must be (C_in, {H}, {W})")
         factor = 2 ** (len(mult) - 1)
         if H % factor or W % factor:
             raise ValueError(
@@ -112,7 +118,7 @@ class UNet(nn.Module):
         self.num_classes = int(num_classes)
         if self.num_classes:
             self.label_embed = LabelEmbedding(self.num_classes, emb_dim)
-        self.conv_in = nn.Conv2d(C, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(c_in, channels, 3, padding=1)
         widths = [channels * m for m in mult]
 
         self.down = nn.ModuleList()

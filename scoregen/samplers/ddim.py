@@ -12,6 +12,11 @@ time of ``0`` returns ``x0_hat`` (``final="jump"``, the default: DDIM's own ``h 
 first order like the sampler, and what diffusers and k-diffusion do); ``final="solve"`` with
 ``eta = 0`` takes :class:`~scoregen.samplers._final.FinalInterval`'s first-order step in
 ``tau = sigma~^2`` instead, ``x~_0 = (x~_N + x0_hat) / 2``. One network evaluation per step.
+
+On a kernel diagonal in an orthonormal basis ``B`` (blurring diffusion's DCT frequencies) the
+step is taken coordinate by coordinate on ``B x0_hat`` and ``B eps_hat`` with each coordinate's
+``alpha_k``, ``sigma_k`` and mapped back (:data:`~scoregen.sde.base.DIAGONAL_KERNEL`; the
+scalar kernel is ``B = I``); the final interval is then the jump.
 """
 
 from __future__ import annotations
@@ -20,17 +25,22 @@ import torch
 from torch import Tensor
 
 from scoregen.samplers._final import FinalInterval
+from scoregen.samplers.ancestral import per_step
 from scoregen.samplers.registry import register
+from scoregen.sde.base import DIAGONAL_KERNEL, SCALAR_KERNEL
 
 
-@register("ddim", order=1, stochastic=False, nfe_per_step=1)
+@register("ddim", order=1, stochastic=False, nfe_per_step=1, requires=(DIAGONAL_KERNEL,))
 def ddim(denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, eta: float = 0.0,
          final: str = "jump") -> Tensor:
     """DDIM with ``eta`` in ``[0, 1]`` (0: deterministic, 1: ancestral)."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"DDIM eta must lie in [0, 1], got {eta}")
     end = FinalInterval(1, final if eta == 0 else "jump")
-    c_0, c_eps, c_z = _coefficients(sde, ts, eta)
+    if end.final == "solve" and SCALAR_KERNEL not in sde.capabilities:
+        raise ValueError(f"ddim final='solve' steps in the EDM scale of the scalar kernel, which "
+                         f"{sde.name!r} does not offer; use final='jump'")
+    c_0, c_eps, c_z = _coefficients(sde, ts, eta, x)
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
         pred = denoiser(x, t)
@@ -40,18 +50,22 @@ def ddim(denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, eta: float = 
         elif s == 0:
             x = pred.x0
         else:
-            x = c_0[i] * pred.x0 + c_eps[i] * pred.eps
+            y = c_0[i] * sde.to_basis(pred.x0) + c_eps[i] * sde.to_basis(pred.eps)
             if eta:
-                x = x + c_z[i] * noise()
+                y = y + c_z[i] * noise()
+            x = sde.from_basis(y)
         callback(i, s, x)
     return x
 
 
-def _coefficients(sde, ts: Tensor, eta: float) -> tuple[list[float], list[float], list[float]]:
-    """``(alpha_s, sqrt(sigma_s^2 - c^2), c)`` of every step, vectorised over the grid."""
+def _coefficients(sde, ts: Tensor, eta: float, x: Tensor) -> tuple[list, list, list]:
+    """``(alpha_s, sqrt(sigma_s^2 - c^2), c)`` of every step, vectorised over the grid (floats,
+    or tensors of one value per coordinate of the basis: :func:`~scoregen.samplers.ancestral.
+    per_step`)."""
     t, s = ts[:-1].double().cpu(), ts[1:].double().cpu()
     s_pos = s.clamp_min(sde.t_min)  # a final 0 is the denoising step: placeholder values
-    sigma_s = sde.sigma(s_pos)
-    c = eta * sde.posterior(t, s_pos)[2] if eta else torch.zeros_like(sigma_s)
-    return (sde.alpha(s_pos).tolist(), (sigma_s**2 - c**2).clamp_min(0).sqrt().tolist(),
-            c.tolist())
+    shape = tuple(x.shape[1:])
+    alpha_s, sigma_s = sde.diagonal_kernel(s_pos, shape)
+    c = eta * sde.diagonal_posterior(t, s_pos, shape)[2] if eta else torch.zeros_like(sigma_s)
+    return (per_step(alpha_s, x), per_step((sigma_s**2 - c**2).clamp_min(0).sqrt(), x),
+            per_step(c, x))

@@ -22,9 +22,13 @@ every SDE. Euler–Maruyama from ``t`` to ``s`` (``v_t < v_s``, ``r = sigma~_s /
 which is the Gaussian posterior step ``q(x_s | x_t, x0 = D)`` of the ancestral sampler: in this
 time the ancestral DDPM/SMLD chain *is* Euler–Maruyama (so ``euler_maruyama`` and
 ``ancestral`` agree on every grid; ``tests/test_samplers.py`` checks it). ``variable="t"``
-keeps the textbook step in ``t`` for comparison::
+keeps the textbook step in ``t``, which needs only the drift, the diffusion and the score, so
+it runs on every process (an augmented state, per-frequency scales)::
 
-    x_s = x_t - [f(t) x_t - g(t)^2 score(x_t, t)] h + g(t) sqrt(h) z,     h = t - s.
+    x_s = x_t - [f(x_t, t) - G G^T score(x_t, t)] h + G(t) sqrt(h) z,     h = t - s.
+
+``variable="auto"`` (the default) is ``"snr"`` where the process has the scalar kernel and
+``"t"`` elsewhere.
 
 A final grid time of ``0`` is the usual denoising step: ``x0_hat`` at ``t_min`` (Tweedie's
 formula, Song et al. 2021, app. G). Strong order 1/2, weak order 1. One network evaluation
@@ -35,10 +39,24 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from scoregen.infra.shape import bcast
-from scoregen.samplers.registry import register
+from scoregen.samplers.registry import CapabilityError, register
+from scoregen.sde.base import SCALAR_KERNEL
 
-VARIABLES = ("snr", "t")
+VARIABLES = ("auto", "snr", "t")
+
+
+def resolve_variable(name: str, sde, variable: str, scalar: str, generic: str = "t") -> str:
+    """``variable`` of sampler ``name`` with ``"auto"`` resolved: ``scalar`` (a form that needs
+    the scalar kernel) where ``sde`` has it, else ``generic``; the scalar form on another
+    process is a :class:`~scoregen.samplers.registry.CapabilityError`."""
+    has = SCALAR_KERNEL in sde.capabilities
+    if variable == "auto":
+        return scalar if has else generic
+    if variable == scalar and not has:
+        raise CapabilityError(f"{name} with variable={scalar!r} needs the scalar kernel, which "
+                              f"{sde.name!r} does not offer; use variable={generic!r} (the "
+                              "default 'auto' picks it)")
+    return variable
 
 
 def snr_coefficients(sde, ts: Tensor) -> tuple[list[float], list[float], list[float]]:
@@ -63,7 +81,7 @@ def euler_maruyama_step(denoiser, sde, x: Tensor, t: Tensor, s: Tensor, noise) -
         return pred.x0
     h = t - s
     drift = sde.reverse_drift(x, t, sde.score_from_eps(pred.eps, t))
-    return x - drift * h + bcast((sde.g2(t) * h).sqrt(), x) * noise()
+    return x - drift * h + sde.diffuse(noise(), t, h)
 
 
 def snr_step(denoiser, x: Tensor, t: Tensor, s: Tensor, coef: tuple[float, float, float],
@@ -77,13 +95,15 @@ def snr_step(denoiser, x: Tensor, t: Tensor, s: Tensor, coef: tuple[float, float
     return c_x * x + c_0 * x0_hat + std * noise()
 
 
-@register("euler_maruyama", order=0.5, stochastic=True, nfe_per_step=1)
+@register("euler_maruyama", order=0.5, stochastic=True, nfe_per_step=1, requires=())
 def euler_maruyama(denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback,
-                   variable: str = "snr") -> Tensor:
-    """Euler–Maruyama over ``ts`` on the reverse SDE, in SNR time (default) or in ``t``."""
+                   variable: str = "auto") -> Tensor:
+    """Euler–Maruyama over ``ts`` on the reverse SDE, in SNR time (default where the scalar
+    kernel defines it) or in ``t``."""
     if variable not in VARIABLES:
         raise ValueError(f"unknown variable {variable!r} for euler_maruyama; known: "
-                         f"{', '.join(VARIABLES)} ('snr' is bounded on every SDE)")
+                         f"{', '.join(VARIABLES)} ('snr' is bounded on every scalar kernel)")
+    variable = resolve_variable("euler_maruyama", sde, variable, "snr")
     coefs = list(zip(*snr_coefficients(sde, ts), strict=True)) if variable == "snr" else None
     for i in range(len(ts) - 1):
         if coefs is None:

@@ -36,6 +36,14 @@ the method's order (``final="solve"``; ``order`` nodes of the grid's own evaluat
 extra NFE; ``ode_dopri5`` evaluates 4 more points near ``t_min`` for its order-5 interval), or
 is the denoising jump ``x0_hat`` (``final="jump"``, the default of the first-order
 ``ode_euler``).
+
+**Any process.** ``(y, u)`` needs the scalar kernel. ``variable="t"`` integrates the flow
+``dx/dt = f(x, t) - G G^T score(x, t) / 2`` itself with torchdiffeq (the same method: its
+fixed-grid ``euler``/``midpoint``/``rk4`` on the grid, or adaptive ``dopri5`` from the first to
+the last positive time), which needs only the drift, the diffusion and the score and so runs on
+every process (an augmented state, per-frequency scales); its final interval is the jump.
+``variable="auto"`` (the default) is ``"u"`` where the process has the scalar kernel and ``"t"``
+elsewhere.
 """
 
 from __future__ import annotations
@@ -48,7 +56,10 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from scoregen.samplers._final import FinalInterval
+from scoregen.samplers.euler_maruyama import resolve_variable
 from scoregen.samplers.registry import register
+
+VARIABLES = ("auto", "u", "t")
 
 DOPRI5_FINAL_NODES = 5  # nodes tau_N * 2^k, k < 5, of ode_dopri5's final interval
 
@@ -118,11 +129,54 @@ def _stage_coefficients(sde, u: Tensor, c: tuple[float, ...]) -> tuple[Tensor, l
     return times, sde.sigma(times).tolist(), sde.alpha(times).tolist()
 
 
+def _variable(name: str, sde, variable: str, final: str | None, default_final: str
+              ) -> tuple[str, str]:
+    """``(variable, final)`` with ``auto`` and the default ``final`` resolved (module
+    docstring): in ``t`` the final interval is the jump."""
+    if variable not in VARIABLES:
+        raise ValueError(f"unknown variable {variable!r} for {name}; known: "
+                         f"{', '.join(VARIABLES)}")
+    variable = resolve_variable(name, sde, variable, "u")
+    if variable == "t":
+        if final not in (None, "jump"):
+            raise ValueError(f"{name} in t ends with the denoising jump (final='jump'); "
+                             f"final={final!r} is solved in (y, u), which needs the scalar kernel")
+        return variable, "jump"
+    return variable, default_final if final is None else final
+
+
+def pf_ode_drift(denoiser, sde):
+    """``dx/dt = f(x, t) - G G^T score / 2`` for torchdiffeq (Song et al. 2021, eq. 13)."""
+
+    def drift(t: Tensor, x: Tensor) -> Tensor:
+        return sde.ode_drift(x, t, denoiser.score(x, t))
+
+    return drift
+
+
+def _fixed_in_t(method: str, denoiser, sde, x: Tensor, ts: Tensor, callback) -> Tensor:
+    """torchdiffeq's fixed-grid ``method`` on the flow in ``t``, one step per interval; a final
+    ``0`` is the jump."""
+    grid, last = _split_final(ts)
+    drift = pf_ode_drift(denoiser, sde)
+    for i in range(len(grid) - 1):
+        x = odeint(drift, x, grid[i:i + 2].to(x.dtype), method=method)[-1]
+        callback(i, grid[i + 1], x)
+    if last:
+        x = denoiser(x, grid[-1]).x0
+        callback(len(grid) - 1, ts[-1], x)
+    return x
+
+
 def _fixed_grid(method: str, order: int, default_final: str):
     c, a, b = TABLEAUS[method]
+    name = f"ode_{method}"
 
     def solve(denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback,
-              final: str = default_final) -> Tensor:
+              final: str | None = None, variable: str = "auto") -> Tensor:
+        variable, final = _variable(name, sde, variable, final, default_final)
+        if variable == "t":
+            return _fixed_in_t(method, denoiser, sde, x, ts, callback)
         grid, last = _split_final(ts)
         grid64 = grid.to(torch.float64).cpu()
         end = FinalInterval(order, final)
@@ -156,22 +210,47 @@ def _fixed_grid(method: str, order: int, default_final: str):
             callback(len(grid) - 1, ts[-1], x)
         return x
 
-    solve.__doc__ = (f"The probability-flow ODE in ``(y, u)`` with the fixed-step {method!r} "
-                     "tableau; ``final``: 'solve' or 'jump' (module docstring).")
+    solve.__doc__ = (f"The probability-flow ODE in ``(y, u)`` (or in ``t``) with the fixed-step "
+                     f"{method!r} tableau; ``final``: 'solve' or 'jump' (default {default_final!r}"
+                     " in (y, u); module docstring).")
     return solve
 
 
+def _adaptive_in_t(method: str, denoiser, sde, x: Tensor, ts: Tensor, rtol: float,
+                   atol: float, callback) -> tuple[Tensor, dict[str, Any]]:
+    """torchdiffeq's adaptive ``method`` on the flow in ``t`` from the first to the last
+    positive time of the grid; a final ``0`` is the jump."""
+    grid, last = _split_final(ts)
+    span = torch.stack([grid[0], grid[-1]]).to(x.dtype)
+    # a given first step (no probe of the initial step size) and steps that land on the end,
+    # so the model is never asked outside [t_min, T]
+    options = {"first_step": float(span[0] - span[1]) / 100, "step_t": span[-1:]}
+    x = odeint(pf_ode_drift(denoiser, sde), x, span, method=method, rtol=rtol, atol=atol,
+               options=options)[-1]
+    solver_nfe = denoiser.nfe
+    callback(0, grid[-1], x)
+    if last:
+        x = denoiser(x, grid[-1]).x0
+    callback(len(ts) - 2, ts[-1], x)
+    return x, {"solver_nfe": solver_nfe, "rtol": rtol, "atol": atol}
+
+
 def _adaptive(method: str, order: int):
+    name = f"ode_{method}"
+
     def solve(
         denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 1e-5,
-        atol: float = 1e-5, final: str = "solve",
+        atol: float = 1e-5, final: str | None = None, variable: str = "auto",
     ) -> tuple[Tensor, dict[str, Any]]:
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"{method} needs rtol > 0 and atol > 0, got {rtol}, {atol}")
+        variable, final = _variable(name, sde, variable, final, "solve")
         grid, last = _split_final(ts)
         if len(grid) < 2:
             raise ValueError(f"{method} integrates between the first and last positive times "
                              "of the grid: give steps >= 2 or ts=[T, t_min, 0]")
+        if variable == "t":
+            return _adaptive_in_t(method, denoiser, sde, x, ts, rtol, atol, callback)
         ends = torch.stack([grid[0], grid[-1]]).to(torch.float64).cpu()
         end = FinalInterval(order, final)
         flow = _Flow(denoiser, sde, ends[:1], end)
@@ -199,14 +278,15 @@ def _adaptive(method: str, order: int):
         callback(len(ts) - 2, ts[-1], x)
         return x, {"solver_nfe": solver_nfe, "rtol": rtol, "atol": atol}
 
-    solve.__doc__ = f"The probability-flow ODE in ``(y, u)``, torchdiffeq's adaptive {method!r}."
+    solve.__doc__ = (f"The probability-flow ODE in ``(y, u)`` (or in ``t``), torchdiffeq's "
+                     f"adaptive {method!r}.")
     return solve
 
 
 for _method, _nfe, _order, _final in (("euler", 1, 1, "jump"), ("midpoint", 2, 2, "solve"),
                                       ("rk4", 4, 4, "solve")):
-    register(f"ode_{_method}", order=_order, stochastic=False, nfe_per_step=_nfe)(
+    register(f"ode_{_method}", order=_order, stochastic=False, nfe_per_step=_nfe, requires=())(
         _fixed_grid(_method, _order, _final)
     )
-register("ode_dopri5", order=5, stochastic=False, nfe_per_step=None,
+register("ode_dopri5", order=5, stochastic=False, nfe_per_step=None, requires=(),
          tolerance_options=("rtol", "atol"))(_adaptive("dopri5", DOPRI5_FINAL_NODES))

@@ -33,6 +33,19 @@ with ``D = x0_hat`` and ``r = sigma~_s / sigma~_t`` (so no coefficient grows lik
   sigma_i^2``), per sample, and a contraction ``x~ <- (1 - 2 snr^2) x~ + 2 snr^2 D + 2 snr
   sigma~_s z`` for every grid.
 
+A process without the scalar kernel (an augmented state, per-frequency scales) has no EDM
+scale; there the predictor is Euler–Maruyama in ``t``
+(:func:`~scoregen.samplers.euler_maruyama.euler_maruyama_step`) and the corrector is the same
+step written with the kernel's noise operator ``L_s`` (``Sigma_s = L_s L_s^T``, the kernel's
+covariance) as preconditioner, Langevin dynamics ``dx = Sigma_s grad log p dt + sqrt(2 Sigma_s)
+dw`` (invariant for any fixed positive-definite preconditioner) with step ``e = 2 snr^2``::
+
+    x <- x + e Sigma_s score + sqrt(2 e) L_s z = x + L_s (2 snr z - 2 snr^2 eps_hat),
+
+because ``Sigma_s score = -L_s eps_hat``; for the scalar kernel (``L_s = sigma_s``) it is the
+``"noise_level"`` step above. Only the defaults (``predictor="euler_maruyama"``,
+``step_size="noise_level"``) apply there.
+
 A final grid time of ``0`` is the denoising step (``x0_hat`` at ``t_min``, no corrector).
 NFE: ``1 + n_corrector`` per step, ``1`` for the final denoising step.
 """
@@ -44,8 +57,9 @@ import math
 import torch
 from torch import Tensor
 
-from scoregen.samplers.euler_maruyama import snr_coefficients, snr_step
-from scoregen.samplers.registry import register
+from scoregen.samplers.euler_maruyama import euler_maruyama_step, snr_coefficients, snr_step
+from scoregen.samplers.registry import CapabilityError, register
+from scoregen.sde.base import SCALAR_KERNEL
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion")
 STEP_SIZES = ("noise_level", "sample")
@@ -87,7 +101,30 @@ def langevin_step(denoiser, x: Tensor, s: Tensor, alpha: float, sigma_edm: float
     return alpha * (x_tilde + step * score + math.sqrt(2 * step) * z)
 
 
-@register("pc", order=0.5, stochastic=True, nfe_per_step=2)
+def preconditioned_langevin_step(denoiser, sde, x: Tensor, s: Tensor, snr: float,
+                                 noise) -> Tensor:
+    """One corrector step at ``s`` preconditioned by the kernel's covariance (module
+    docstring): ``x + L_s (2 snr z - 2 snr^2 eps_hat)``."""
+    eps_hat = denoiser(x, s).eps
+    return x + sde.scale_noise(2 * snr * noise() - 2 * snr**2 * eps_hat, s)
+
+
+def _generic(denoiser, sde, x: Tensor, ts: Tensor, noise, callback, n_corrector: int,
+             snr: float) -> Tensor:
+    """PC on a process without the scalar kernel (module docstring)."""
+    for i in range(len(ts) - 1):
+        t, s = ts[i], ts[i + 1]
+        if s == 0:
+            x = denoiser(x, t).x0
+        else:
+            x = euler_maruyama_step(denoiser, sde, x, t, s, noise)
+            for _ in range(n_corrector):
+                x = preconditioned_langevin_step(denoiser, sde, x, s, snr, noise)
+        callback(i, s, x)
+    return x
+
+
+@register("pc", order=0.5, stochastic=True, nfe_per_step=2, requires=())
 def predictor_corrector(
     denoiser,
     sde,
@@ -112,6 +149,13 @@ def predictor_corrector(
         )
     if not snr > 0:
         raise ValueError(f"the corrector's snr must be positive, got {snr}")
+    if SCALAR_KERNEL not in sde.capabilities:
+        if predictor != "euler_maruyama" or step_size != "noise_level":
+            raise CapabilityError(
+                f"pc with predictor={predictor!r}, step_size={step_size!r} is written on the EDM "
+                f"scale of the scalar kernel, which {sde.name!r} does not offer; there pc uses "
+                "the defaults (Euler–Maruyama in t, the kernel-preconditioned corrector)")
+        return _generic(denoiser, sde, x, ts, noise, callback, n_corrector, snr)
     ts64 = ts.double().cpu()
     pos = ts64[ts64 > 0]
     alphas, sigmas = sde.alpha(pos).tolist(), sde.sigma(pos).tolist()

@@ -191,7 +191,8 @@ def sample(
     if bar is not None:
         bar.close()
     x_out, info = (out if isinstance(out, tuple) else (out, {}))
-    x_out = sde.data_from_state(x_out)
+    if tuple(x_out.shape[1:]) == event:  # a state (a final denoising step gives data)
+        x_out = sde.data_from_state(x_out)
     if check_finite and not torch.isfinite(x_out).all():
         bad = int((~torch.isfinite(x_out)).flatten(1).any(1).sum())
         raise NonFiniteSamplesError(

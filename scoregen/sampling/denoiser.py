@@ -58,7 +58,10 @@ class Denoiser:
                    sigma: Tensor | Sequence[float] | None = None) -> None:
         """Compute ``alpha`` and ``sigma`` of every positive time of a grid in one vectorised
         call (float64), before the sampling loop; a sampler that has them already (the stage
-        times of a Runge-Kutta or adaptive step) passes them as ``alpha`` and ``sigma``."""
+        times of a Runge-Kutta or adaptive step) passes them as ``alpha`` and ``sigma``. Nothing
+        to do without the scalar kernel (the model's output converts through the kernel)."""
+        if not self._scalar_kernel:
+            return
         ts = torch.as_tensor(ts, dtype=torch.float64).cpu()
         if alpha is None or sigma is None:
             ts = ts[ts > 0]

@@ -12,6 +12,9 @@ Spacings (``u`` runs uniformly from 0 to 1 along the grid):
 
 - ``uniform``:   uniform in ``t``; on the discrete DDPM schedule it hits the knots exactly.
 - ``quadratic``: ``t = t_min + (T - t_min) (1 - u)^2`` (Song et al. 2021, DDIM, app. D.2).
+- ``log``:       uniform in ``log t``, ``t = T (t_min / T)^u``: steps proportional to ``t``, for
+  processes without log-SNR whose flow is stiff like ``1 / t`` near ``0`` (critically-damped
+  Langevin: the velocity kernel's variance grows like ``t``).
 - ``logsnr``:    uniform in ``lambda = log(alpha/sigma)`` (Lu et al. 2022, DPM-Solver, sec. 3.3).
 - ``edm``:       ``s = sigma/alpha = exp(-lambda)`` with
   ``s_i = (s_max^{1/rho} + u (s_min^{1/rho} - s_max^{1/rho}))^rho``, ``rho = 7``
@@ -30,7 +33,7 @@ from torch import Tensor
 
 from scoregen.sde.base import SDE
 
-SPACINGS = ("auto", "uniform", "quadratic", "logsnr", "edm")
+SPACINGS = ("auto", "uniform", "quadratic", "log", "logsnr", "edm")
 TUNED = "tuned"  # a model's fitted grid (scoregen.sampling.tuned_grids), not a formula of the SDE
 
 
@@ -59,6 +62,10 @@ def time_grid(
     t_lo = sde.t_min if t_min is None else float(t_min)
     if not 0 < t_lo < t_hi <= sde.T:
         raise ValueError(f"need 0 < t_min < T <= {sde.T}, got t_min={t_lo}, T={t_hi}")
+    if spacing in ("logsnr", "edm") and not has_log_snr(sde):
+        raise ValueError(f"spacing {spacing!r} is a formula in log-SNR, which {sde.name!r} does "
+                         f"not define (no scalar kernel); use 'uniform' or 'quadratic' ('auto' "
+                         f"is {sde.default_spacing!r} for {sde.name!r})")
     n = steps if denoise else steps + 1
     u = torch.linspace(0, 1, n, dtype=torch.float64)
     hi = torch.tensor(t_hi, dtype=torch.float64)
@@ -69,6 +76,9 @@ def time_grid(
         ts = hi + u * (lo - hi)
     elif spacing == "quadratic":
         ts = lo + (hi - lo) * (1 - u) ** 2
+    elif spacing == "log":
+        ts = hi * (lo / hi) ** u
+        ts[0], ts[-1] = hi, lo
     elif spacing == "logsnr":
         lam = sde.log_snr(hi) + u * (sde.log_snr(lo) - sde.log_snr(hi))
         ts = _times_at(sde, lam, hi, lo)
@@ -79,6 +89,15 @@ def time_grid(
     if denoise:
         ts = torch.cat([ts, ts.new_zeros(1)])
     return ts
+
+
+def has_log_snr(sde: SDE) -> bool:
+    """Whether ``sde`` defines ``log_snr`` (every scalar kernel; blurring: its DC frequency)."""
+    try:
+        sde.log_snr(torch.tensor(sde.T, dtype=torch.float64))
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _times_at(sde: SDE, lam: Tensor, hi: Tensor, lo: Tensor) -> Tensor:

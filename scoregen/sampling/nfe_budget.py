@@ -87,7 +87,7 @@ class _NoNetwork:
         self.sde = sde
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return torch.zeros_like(x)
+        return torch.zeros_like(self.sde.data_from_state(x))
 
 
 def sampler_nfe(sampler: str, sde: SDE, ts: Tensor, state_shape: tuple[int, ...],

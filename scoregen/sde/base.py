@@ -45,13 +45,28 @@ Params = dict[str, Any]
 CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that check their times
 
 SCALAR_KERNEL = "scalar_kernel"
+DIAGONAL_KERNEL = "diagonal_kernel"
 #: What a process may offer beyond drift, diffusion, the prior and the kernel operations
 #: (which every process has), and what needs it.
 CAPABILITIES: dict[str, str] = {
     SCALAR_KERNEL: "a perturbation kernel x_t = alpha(t) x0 + sigma(t) eps with scalar alpha "
                    "and sigma, so log-SNR is defined (exponential integrators, DDIM, ancestral "
                    "steps, log-SNR grids, re-targeting)",
+    DIAGONAL_KERNEL: "a perturbation kernel diagonal in an orthonormal basis B, B x_t = alpha_k(t) "
+                     "B x0 + sigma_k(t) B eps with one alpha_k, sigma_k per coordinate k (the "
+                     "scalar kernel is the case B = I), so Gaussian posterior and DDIM steps "
+                     "apply coordinate by coordinate",
 }
+
+
+def declare_capability(name: str, description: str) -> str:
+    """Add a capability a process offers to :data:`CAPABILITIES` (a process's own file declares
+    it, next to the process; samplers and objectives may then require it). Returns ``name``."""
+    known = CAPABILITIES.get(name)
+    if known is not None and known != description:
+        raise ValueError(f"capability {name!r} is declared already, as {known!r}")
+    CAPABILITIES[name] = description
+    return name
 
 
 def _checked_times(method: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, Tensor], Tensor]:
@@ -84,14 +99,17 @@ class SDE:
         t_min: smallest time samplers integrate to and training samples (the model is never
             asked for ``t < t_min``); the valid time range of the process is ``[0, T]``.
         default_spacing: the time grid ``spacing="auto"`` picks for this process. Uniform in
-            log-SNR for every SDE shipped: the best of edm/logsnr/uniform at 5-50 NFE on VP
-            and VE in ``experiments/fast_samplers_sweep.py`` (docs/fast-samplers.md); a new
-            SDE sets its own.
+            log-SNR for every scalar kernel shipped: the best of edm/logsnr/uniform at 5-50 NFE
+            on VP and VE in ``experiments/fast_samplers_sweep.py`` (docs/fast-samplers.md); a
+            new SDE sets its own (a process without log-SNR a spacing in ``t``).
+        default_objective: the training objective ``objective: {name: auto}`` picks
+            (:mod:`scoregen.training.objectives`).
     """
 
     name: str = "sde"
     default_spacing: str = "logsnr"
-    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL})
+    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL, DIAGONAL_KERNEL})
+    default_objective: str = "dsm"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every ``alpha``/``sigma``/``f``/``g2``/``log_snr`` a subclass defines checks its
@@ -232,8 +250,96 @@ class SDE:
         return tuple(data_shape)
 
     def data_from_state(self, x: Tensor) -> Tensor:
-        """The data part ``(B, *D)`` of a state ``(B, *state_shape(D))``: all of it here."""
+        """The data part ``(B, *D)`` of a state ``(B, *state_shape(D))``: all of it here (callers
+        pass states: :func:`scoregen.sample` applies it only to results of the state's shape)."""
         return x
+
+    def predicted_part(self, v: Tensor) -> Tensor:
+        """The part of a state-shaped noise or score ``v`` that a model predicts, of the data's
+        shape: all of it here (critically-damped Langevin: the velocity half). A model's
+        ``eps`` or ``score`` output is this part, and :meth:`x0_from_eps` and
+        :meth:`eps_from_score` accept it (:mod:`scoregen.models.prediction`)."""
+        return v
+
+    def scale_noise(self, eps: Tensor, t: Tensor) -> Tensor:
+        """The noise the kernel adds for a standard normal ``eps`` of the state's shape,
+        ``perturb(x0, t, eps) - perturb(x0, t, 0)``: ``sigma(t) eps`` here, ``L_t eps`` for a
+        kernel covariance ``Sigma_t = L_t L_t^T``."""
+        return bcast(self.sigma(torch.as_tensor(t)).to(eps.dtype), eps) * eps
+
+    def lift(self, x0: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The state at ``t = 0`` of data ``x0`` whose auxiliary part (if any) is drawn from the
+        standard normals ``z`` (state-shaped), with the log-density of that draw ``(B,)``: ``x0``
+        and ``0`` here (critically-damped Langevin draws the initial velocity). Likelihoods of
+        data under an augmented process are bounds through it (Dockhorn et al. 2022, eq. 16)."""
+        return x0, x0.new_zeros(x0.shape[0])
+
+    # -- a kernel diagonal in an orthonormal basis (DIAGONAL_KERNEL) --------------------------
+    def to_basis(self, x: Tensor) -> Tensor:
+        """Coordinates of ``x: (B, *D)`` in the orthonormal basis in which the kernel is
+        diagonal: ``x`` itself here (blurring: the 2-D DCT of each channel)."""
+        return x
+
+    def from_basis(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`to_basis` (its transpose: the basis is orthonormal)."""
+        return y
+
+    def diagonal_kernel(self, t: Tensor, data_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """``(alpha_k(t), sigma_k(t))`` in the basis of :meth:`to_basis` for times ``t`` of shape
+        ``()`` or ``(N,)``: ``alpha(t)``, ``sigma(t)`` of ``t``'s shape here (one value for
+        every coordinate); ``(*t.shape, *data_shape)`` for a kernel with one per coordinate."""
+        return self.alpha(t), self.sigma(t)
+
+    def diagonal_posterior(self, t: Tensor, s: Tensor, data_shape: tuple[int, ...]
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`gaussian_posterior` ``(c_x, c_0, std)`` of every coordinate of the basis, for
+        ``s < t`` (:meth:`posterior` for the scalar kernel)."""
+        if SCALAR_KERNEL in self.capabilities:
+            return self.posterior(t, s)
+        return gaussian_posterior(*self.diagonal_kernel(t, data_shape),
+                                  *self.diagonal_kernel(s, data_shape))
+
+    def diagonal_transition(self, s: Tensor, t: Tensor, data_shape: tuple[int, ...]
+                            ) -> tuple[Tensor, Tensor]:
+        """:func:`gaussian_transition` ``(alpha_ts, sigma_ts)`` of every coordinate of the basis
+        (:meth:`transition` for the scalar kernel)."""
+        if SCALAR_KERNEL in self.capabilities:
+            return self.transition(s, t)
+        return gaussian_transition(*self.diagonal_kernel(s, data_shape),
+                                   *self.diagonal_kernel(t, data_shape))
+
+    # -- the kernel as matrices, and the network's preconditioning -----------------------------
+    def kernel_matrices(self, t: Tensor, data_shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+        """The kernel at one time ``t`` as dense float64 matrices on flattened data and states,
+        ``x_t | x0 ~ N(A x0, C)`` with ``A: (S, D)`` and ``C: (S, S)`` (``D``, ``S``: the numbers
+        of data and state values): ``alpha I`` and ``sigma^2 I`` here. The exact mixture oracle
+        (:mod:`scoregen.models.analytic`) and the shared tests use them for every other kernel."""
+        t = torch.as_tensor(t, dtype=torch.float64)
+        eye = torch.eye(math.prod(data_shape), dtype=torch.float64)
+        return self.alpha(t) * eye, self.sigma(t) ** 2 * eye
+
+    def network_input(self, x: Tensor, t: Tensor, sigma_data: float) -> Tensor:
+        """The state scaled to unit variance for data of std ``sigma_data`` (EDM's ``c_in``):
+        ``x / sqrt(alpha^2 sigma_data^2 + sigma^2)``, ``t: (B,)``. :class:`~scoregen.models.
+        ScoreModel` asks a process without the scalar kernel for it."""
+        t64 = t.detach().to(torch.float64)
+        c_in = torch.rsqrt(self.alpha(t64) ** 2 * sigma_data**2 + self.sigma(t64) ** 2)
+        return bcast(c_in, x).to(x.dtype) * x
+
+    def noise_condition(self, t: Tensor) -> Tensor:
+        """The scalar the network is conditioned on, ``-lambda(t) / 4`` (EDM's ``c_noise``)."""
+        return -self.log_snr(t.detach().to(torch.float64)) / 4
+
+    def gaussian_eps(self, x: Tensor, t: Tensor, sigma_data: float) -> tuple[Tensor, Tensor]:
+        """Mean and std of the predicted part of ``eps`` given ``x_t = x`` when the data are
+        ``N(0, sigma_data^2 I)`` (the Wiener filter): ``(sigma c_in^2 x, alpha sigma_data
+        c_in)``. The ``eps`` parameterization is ``mean + std F`` (:mod:`scoregen.models.
+        prediction`); for critically-damped Langevin it is the "mixed score" of Dockhorn et al."""
+        t64 = t.detach().to(torch.float64)
+        alpha, sigma = self.alpha(t64), self.sigma(t64)
+        c_in2 = 1 / (alpha**2 * sigma_data**2 + sigma**2)
+        return (bcast(sigma * c_in2, x).to(x.dtype) * x,
+                bcast(alpha * sigma_data * c_in2.sqrt(), x).to(x.dtype))
 
     def _coefficients_like(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
         """``alpha(t)``, ``sigma(t)`` broadcast against ``x`` in its dtype."""
@@ -242,27 +348,15 @@ class SDE:
 
     # -- Gaussian transitions between two times ---------------------------------------------
     def transition(self, s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``x_t | x_s ~ N(alpha_ts x_s, sigma_ts^2 I)`` for ``s < t``: ``(alpha_ts, sigma_ts)``.
-
-        ``alpha_ts = alpha_t / alpha_s``, ``sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2``
-        (Kingma et al. 2021, eq. 32).
-        """
-        alpha_ts = self.alpha(t) / self.alpha(s)
-        var_ts = self.sigma(t) ** 2 - alpha_ts**2 * self.sigma(s) ** 2
-        return alpha_ts, var_ts.clamp_min(0).sqrt()
+        """``x_t | x_s ~ N(alpha_ts x_s, sigma_ts^2 I)`` for ``s < t``: ``(alpha_ts, sigma_ts)``
+        (:func:`gaussian_transition`)."""
+        return gaussian_transition(self.alpha(s), self.sigma(s), self.alpha(t), self.sigma(t))
 
     def posterior(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``q(x_s | x_t, x0) = N(c_x x_t + c_0 x0, std^2 I)`` for ``s < t``: ``(c_x, c_0, std)``.
-
-        ``c_x = alpha_ts sigma_s^2 / sigma_t^2``, ``c_0 = alpha_s sigma_ts^2 / sigma_t^2``,
-        ``std^2 = sigma_ts^2 sigma_s^2 / sigma_t^2`` (Kingma et al. 2021, eq. 33). With the
-        discrete DDPM schedule and ``s = t - 1/N`` this is Ho et al. 2020, eq. 6-7.
-        """
-        alpha_ts, sigma_ts = self.transition(s, t)
-        var_t, var_s = self.sigma(t) ** 2, self.sigma(s) ** 2
-        c_x = alpha_ts * var_s / var_t
-        c_0 = self.alpha(s) * sigma_ts**2 / var_t
-        return c_x, c_0, (sigma_ts**2 * var_s / var_t).sqrt()
+        """``q(x_s | x_t, x0) = N(c_x x_t + c_0 x0, std^2 I)`` for ``s < t``: ``(c_x, c_0, std)``
+        (:func:`gaussian_posterior`). With the discrete DDPM schedule and ``s = t - 1/N`` this is
+        Ho et al. 2020, eq. 6-7."""
+        return gaussian_posterior(self.alpha(t), self.sigma(t), self.alpha(s), self.sigma(s))
 
     # -- prior at T -------------------------------------------------------------------------
     def prior_std(self) -> float:
@@ -293,13 +387,23 @@ class SDE:
         return -0.5 * (x**2).flatten(1).sum(1) / s**2 - log_norm
 
     # -- reverse-time dynamics given a score -----------------------------------------------------
+    def diffuse(self, z: Tensor, t: Tensor, dt: float | Tensor = 1.0) -> Tensor:
+        """``G(t) sqrt(dt) z``: the noise of ``dx = drift dt + G(t) dw`` over a step ``dt`` for a
+        standard normal ``z`` of the state's shape (here ``sqrt(g^2 dt) z``)."""
+        return bcast((self.g2(t) * dt).sqrt(), z) * z
+
+    def diffusion2(self, v: Tensor, t: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale G(t) G(t)^T v``, the diffusion matrix times a state-shaped ``v`` (here
+        ``scale g^2 v``): the reverse SDE and the probability flow use it on the score."""
+        return scale * bcast(self.g2(t), v) * v
+
     def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Drift of the reverse SDE ``f x - g^2 score`` (Song et al. 2021, eq. 6)."""
-        return self.drift(x, t) - bcast(self.g2(t), x) * score
+        """Drift of the reverse SDE ``f(x, t) - G G^T score`` (Song et al. 2021, eq. 6)."""
+        return self.drift(x, t) - self.diffusion2(score, t)
 
     def ode_drift(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Probability-flow ODE ``dx/dt = f x - g^2 score / 2`` (Song et al. 2021, eq. 13)."""
-        return self.drift(x, t) - 0.5 * bcast(self.g2(t), x) * score
+        """Probability-flow ODE ``dx/dt = f(x, t) - G G^T score / 2`` (Song et al. 2021, eq. 13)."""
+        return self.drift(x, t) - self.diffusion2(score, t, 0.5)
 
     # -- identity, serialisation -------------------------------------------------------------------
     def params(self) -> Params:
@@ -319,6 +423,29 @@ class SDE:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, list))
         return f"{type(self).__name__}({args})"
+
+
+def gaussian_transition(alpha_s: Tensor, sigma_s: Tensor, alpha_t: Tensor, sigma_t: Tensor
+                        ) -> tuple[Tensor, Tensor]:
+    """``x_t | x_s ~ N(alpha_ts x_s, sigma_ts^2)`` for ``s < t`` of the marginals ``alpha_s x0 +
+    sigma_s eps`` and ``alpha_t x0 + sigma_t eps``: ``alpha_ts = alpha_t / alpha_s``,
+    ``sigma_ts^2 = sigma_t^2 - alpha_ts^2 sigma_s^2`` (Kingma et al. 2021, eq. 32). Elementwise,
+    so it serves one coefficient per coordinate as well."""
+    alpha_ts = alpha_t / alpha_s
+    var_ts = sigma_t ** 2 - alpha_ts**2 * sigma_s ** 2
+    return alpha_ts, var_ts.clamp_min(0).sqrt()
+
+
+def gaussian_posterior(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """``q(x_s | x_t, x0) = N(c_x x_t + c_0 x0, std^2)`` for ``s < t``: ``(c_x, c_0, std)`` with
+    ``c_x = alpha_ts sigma_s^2 / sigma_t^2``, ``c_0 = alpha_s sigma_ts^2 / sigma_t^2``, ``std^2 =
+    sigma_ts^2 sigma_s^2 / sigma_t^2`` (Kingma et al. 2021, eq. 33); elementwise."""
+    alpha_ts, sigma_ts = gaussian_transition(alpha_s, sigma_s, alpha_t, sigma_t)
+    var_t, var_s = sigma_t ** 2, sigma_s ** 2
+    c_x = alpha_ts * var_s / var_t
+    c_0 = alpha_s * sigma_ts**2 / var_t
+    return c_x, c_0, (sigma_ts**2 * var_s / var_t).sqrt()
 
 
 def _time_derivative(fn, t: Tensor) -> Tensor:

@@ -33,6 +33,8 @@ def linear_betas(n: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 class DiscreteVPSDE(VariancePreserving):
     """VP process whose ``alpha^2`` hits a discrete ``alpha_bar`` sequence at ``t_i = i/N``."""
 
+    default_objective = "ddpm"
+
     def __init__(
         self,
         betas: Sequence[float] | None = None,

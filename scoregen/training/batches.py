@@ -46,6 +46,9 @@ class Batch:
             ``NoiseSource(keys, shape).draw(j)`` with ``j >= 1`` (draw 1: label dropout).
         cond: ``(b,)`` class labels of a class-conditional run (after label dropout).
         step: the optimizer step the batch belongs to (schedules of some objectives).
+        offset: one uniform in ``(0, 1)`` shared by every example of the step (key
+            ``(seed, step, -1)``), for low-discrepancy time sampling across the global batch
+            (``frac(offset + k phi)`` for example ``k``; Kingma et al. 2021, app. I.1).
     """
 
     x0: Tensor
@@ -55,6 +58,7 @@ class Batch:
     keys: Tensor
     cond: Tensor | None = None
     step: int = 0
+    offset: float = 0.5
 
 
 def example_keys(seed: int, step: int, index: Tensor) -> Tensor:
@@ -72,7 +76,9 @@ def draw_batch(x0: Tensor, seed: int, step: int, index: Tensor,
     z = NoiseSource(keys, (1 + math.prod(shape),), torch.float64, x0.device).draw(0)
     u = torch.special.ndtr(z[:, 0]).clamp(_U_EPS, 1 - _U_EPS)
     eps = z[:, 1:].to(x0.dtype).reshape(len(x0), *shape)
-    return Batch(x0, u, eps, index, keys, step=step)
+    step_key = example_keys(seed, step, torch.full((1,), -1, dtype=torch.int64))
+    offset = float(torch.special.ndtr(NoiseSource(step_key, (1,), torch.float64).draw(0))[0, 0])
+    return Batch(x0, u, eps, index, keys, step=step, offset=offset)
 
 
 class EpochOrder:

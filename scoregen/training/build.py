@@ -105,8 +105,11 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         sde = get_sde(cfg.sde.name, **cfg.sde.options)
         torch.manual_seed(cfg.train.seed)
         shape = item_shape(data)
+        state = sde.state_shape(shape)  # an augmented process feeds the network its state
+        net_options = {**cfg.model.options, **({"in_shape": list(state)} if state != shape
+                                               else {})}
         try:
-            net = build_network(cfg.model.network, shape, **cfg.model.options)
+            net = build_network(cfg.model.network, shape, **net_options)
         except (RuntimeError, TypeError, ValueError) as err:
             raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
                              f"shape {shape} with options {cfg.model.options}: {err}") from None

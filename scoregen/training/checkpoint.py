@@ -280,7 +280,7 @@ def load_state(module: nn.Module, state: dict[str, Tensor], source: Path) -> Non
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming ``source``."""
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # ValueError: a module's own check on load
         raise CheckpointError(f"{source} does not match the model: {err}") from None
 
 

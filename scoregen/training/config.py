@@ -385,6 +385,12 @@ def _check_consistency(cfg: Config) -> None:
         build_objective(cfg.objective.name, sde, **cfg.objective.options)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"objective: {err.args[0] if err.args else err}") from None
+    from scoregen.samplers import check_applies
+
+    try:
+        check_applies(cfg.sample.sampler, sde)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"sample.sampler: {err.args[0] if err.args else err}") from None
     n_classes = cfg.model.options.get("num_classes")
     if n_classes is not None and not (isinstance(n_classes, int) and n_classes >= 0):
         raise ConfigError(f"model.num_classes: must be an integer >= 0, got {n_classes!r}")

@@ -37,7 +37,7 @@ from scoregen.evaluation.peers.registry import (
 )
 from scoregen.infra.shape import bcast
 from scoregen.sampling.denoiser import Denoiser
-from scoregen.sde.base import SDE
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 
 LIBRARY = "k-diffusion"
 _STANDALONE = "_scoregen_k_diffusion"
@@ -170,7 +170,15 @@ def _peer(name: str, fn_name: str, nfe_per_step: int | None, stochastic: bool) -
         return x, denoiser.nfe
 
     return PeerSampler(f"{LIBRARY}/{name}", LIBRARY, nfe_per_step, stochastic, draw,
-                       lambda sde: None)
+                       _supports)
+
+
+def _supports(sde: SDE) -> str | None:
+    """k-diffusion samples ``x / alpha`` over ``sigma / alpha``: the scalar kernel."""
+    if SCALAR_KERNEL not in sde.capabilities:
+        return (f"its samplers step in sigma = exp(-log-SNR) of a scalar kernel, which "
+                f"{sde.name} does not offer")
+    return None
 
 
 for _name, (_fn, _nfe, _stoch) in SAMPLERS.items():

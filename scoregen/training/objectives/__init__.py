@@ -9,7 +9,10 @@ a new module in this package (see ``docs/adding-an-objective.md``).
 - ``dsm`` (:mod:`.dsm`): denoising score matching with weightings and time samplings.
 - ``ddpm`` (:mod:`.ddpm`): the discrete DDPM loss of Ho et al. 2020.
 - ``min_snr`` (:mod:`.min_snr`): the min-SNR-gamma weighted eps error of Hang et al. 2023.
-- ``auto``: ``ddpm`` on the discrete DDPM process, ``dsm`` otherwise.
+- ``hsm`` (:mod:`.hsm`): hybrid score matching of critically-damped Langevin diffusion.
+- ``vdm`` (:mod:`.vdm`): the continuous-time variational bound, training a learned schedule.
+- ``auto``: the process's own (``SDE.default_objective``): ``ddpm`` on the discrete DDPM
+  process, ``hsm`` on ``cld``, ``vdm`` on the learned schedule, ``dsm`` otherwise.
 """
 
 from __future__ import annotations

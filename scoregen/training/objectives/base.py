@@ -33,7 +33,7 @@ from scoregen.sde.base import CAPABILITIES, SCALAR_KERNEL, SDE
 from scoregen.training.batches import Batch
 
 OBJECTIVES: Registry[type] = Registry("objective")
-AUTO = "auto"  # the SDE's own objective: ddpm on the discrete DDPM process, dsm otherwise
+AUTO = "auto"  # the SDE's own objective (SDE.default_objective: ddpm, hsm, vdm or dsm)
 
 
 class Objective(nn.Module):
@@ -55,7 +55,9 @@ class Objective(nn.Module):
             what = "; ".join(f"{c}: {CAPABILITIES[c]}" for c in lacking)
             raise ValueError(f"objective {self.name!r} needs what the SDE {sde.name!r} does not "
                              f"offer ({what})")
-        self.sde = sde
+        # the process belongs to the model: a learned schedule (an nn.Module) is trained, averaged
+        # and saved with it, so the objective refers to it without making it a submodule
+        self.__dict__["sde"] = sde
 
     def loss(self, model: Model, batch: Batch) -> Tensor:
         """The scalar loss of ``batch`` for ``model``."""
@@ -93,9 +95,11 @@ def objective_options(name: str) -> dict[str, Any]:
 
 
 def resolve_name(name: str, sde: SDE) -> str:
-    """``auto`` is ``ddpm`` on the discrete DDPM process and ``dsm`` otherwise."""
+    """``auto`` is the process's own objective, ``sde.default_objective`` (``ddpm`` on the
+    discrete DDPM process, ``hsm`` on critically-damped Langevin, ``vdm`` on the learned
+    schedule, ``dsm`` otherwise)."""
     if name == AUTO:
-        return "ddpm" if sde.name == "ddpm" else "dsm"
+        return sde.default_objective
     OBJECTIVES.get(name)  # a KeyError listing the known objectives
     return name
 

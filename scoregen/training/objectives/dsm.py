@@ -32,6 +32,10 @@ Time sampling (``t_sampling``):
   al. 2022, sec. 5, ``P_mean = -1.2``, ``P_std = 1.2``) mapped to ``t`` by log-SNR and clipped
   to ``[t_min, T]``; loss weight ``w(t)`` (with ``edm`` weighting: EDM's loss, eq. 2 and 8).
 
+Processes without the scalar kernel (e.g. blurring diffusion) train with ``sigma2`` and
+``uniform`` (the eps error needs only the kernel's operations); the other choices are written in
+``alpha``, ``sigma`` and log-SNR and are refused there, naming the capability.
+
 The loss is a mean over batch and dimensions, so an eps-MSE of 1 means "predicts 0". Class
 labels of the batch reach the model (``model(x_t, t, cond=labels)``); the trainer replaces a
 fraction of them by the null label (``train.label_dropout``), which trains the conditional and
@@ -48,7 +52,7 @@ from torch import Tensor
 
 from scoregen.infra.registry import Registry
 from scoregen.models.prediction import Model
-from scoregen.sde.base import SDE
+from scoregen.sde.base import SCALAR_KERNEL, SDE
 from scoregen.training.batches import Batch
 from scoregen.training.objectives.base import Objective, eps_error, register
 
@@ -84,9 +88,17 @@ class DSM(Objective):
     through the chosen time sampling, its noise is the batch's ``eps``.
     """
 
+    requires = frozenset()
+
     def __init__(self, sde: SDE, *, weighting: str = "sigma2", t_sampling: str = "uniform",
                  p_mean: float = -1.2, p_std: float = 1.2) -> None:
         super().__init__(sde)
+        if SCALAR_KERNEL not in sde.capabilities and (weighting, t_sampling) != (
+                "sigma2", "uniform"):
+            raise ValueError(f"dsm with weighting={weighting!r}, t_sampling={t_sampling!r} is "
+                             f"written in alpha, sigma and log-SNR (scalar_kernel), which the SDE "
+                             f"{sde.name!r} does not offer; use weighting: sigma2, t_sampling: "
+                             "uniform")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS.list())}, got "
                              f"{weighting!r}")
