@@ -183,6 +183,7 @@ class Trainer:
             raise ValueError(f"the objective was built for {objective.sde!r} but the model "
                              f"for {model.sde!r}; build it with the model's SDE")
         self.objective = objective.to(self.device)
+        self.objective.bind(self.model)
         self.state_shape = model.sde.state_shape(tuple(data[0].shape))
         self.loss: nn.Module = _Loss(self.model, self.objective)
         if self.ctx.distributed:

@@ -9,6 +9,10 @@ a new module in this package (see ``docs/adding-an-objective.md``).
 - ``dsm`` (:mod:`.dsm`): denoising score matching with weightings and time samplings.
 - ``ddpm`` (:mod:`.ddpm`): the discrete DDPM loss of Ho et al. 2020.
 - ``min_snr`` (:mod:`.min_snr`): the min-SNR-gamma weighted eps error of Hang et al. 2023.
+- ``progressive`` (:mod:`.progressive`): progressive distillation (Salimans & Ho 2022).
+- ``consistency_distillation``, ``consistency_training`` (:mod:`.consistency`): consistency
+  models (Song et al. 2023; Song & Dhariwal 2023; Geng et al. 2024).
+- ``reflow`` (:mod:`.reflow`): rectified flow on coupled pairs (Liu et al. 2022).
 - ``auto``: ``ddpm`` on the discrete DDPM process, ``dsm`` otherwise.
 """
 
@@ -20,9 +24,11 @@ import pkgutil
 from scoregen.training.objectives.base import (
     AUTO,
     OBJECTIVES,
+    TEACHER,
     Objective,
     build_objective,
     eps_error,
+    needs_teacher,
     objective_options,
     random_batch,
     register,
@@ -36,9 +42,11 @@ for _mod in pkgutil.iter_modules(__path__):
 __all__ = [
     "AUTO",
     "OBJECTIVES",
+    "TEACHER",
     "Objective",
     "build_objective",
     "eps_error",
+    "needs_teacher",
     "objective_options",
     "random_batch",
     "register",
