@@ -442,3 +442,58 @@ def test_cli_distill_sample_and_compare(students: dict[str, Path], tmp_path: Pat
                    students["progressive"], "--samplers", "ddim", "--budgets", "2", "-n", "8",
                    "--out", tmp_path / "cmp2", "--no-progress")
     assert rc == 1 and "not from the model of this comparison" in text
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_stage_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    """`scoregen distill` killed with SIGKILL in the middle of a consistency student's training
+    stage (after its 2nd checkpoint) leaves a stale lock and a record with the stage running;
+    `--resume --break-lock` ends with the weights of an uninterrupted student, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    argv = ["distill", "ring8", "--sde", "vp", "--method", "consistency", "--steps", "30",
+            "--opt", "tune_nfe=2", "--opt", "tune_samples=100", "--opt", "tune_candidates=2",
+            "--no-progress", *[a for o in TINY for a in ("--set", o)]]
+    assert _quiet(main, [*argv, "--out", str(tmp_path / "whole")]) == 0
+    child = (
+        "import os, signal, sys\n"
+        "from scoregen.training import checkpoint\n"
+        "seen = [0]\n"
+        "save = checkpoint.save_checkpoint\n"
+        "def killing(*a, **k):\n"
+        "    out = save(*a, **k)\n"
+        "    seen[0] += 1\n"
+        "    if seen[0] == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return out\n"
+        "checkpoint.save_checkpoint = killing\n"
+        "import scoregen.training.trainer as trainer\n"
+        "trainer.save_checkpoint = killing\n"
+        "from scoregen.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", child, *argv, "--out", str(tmp_path / "cut")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    record = json.loads((tmp_path / "cut" / "student.json").read_text())
+    assert record["stages"][0]["status"] == "running" and (tmp_path / "cut" / ".lock").exists()
+    rc = _quiet(main, [*argv, "--out", str(tmp_path / "cut"), "--resume"])
+    assert rc == 1  # the stale lock is reported
+    assert _quiet(main, [*argv, "--out", str(tmp_path / "cut"), "--resume",
+                         "--break-lock"]) == 0
+    for name in ("whole", "cut"):
+        assert load_student(tmp_path / name).nfes() == [1, 2]
+    a = load_file(str(tmp_path / "whole" / "cd" / "checkpoints" / "step_000030"
+                      / "weights.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "cd" / "checkpoints" / "step_000030"
+                      / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    same = [json.loads((tmp_path / n / "student.json").read_text())["sampling"] for n in
+            ("whole", "cut")]
+    assert same[0] == same[1]

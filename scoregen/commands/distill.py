@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", metavar="DURATION",
                         help="wall-clock budget of the whole distillation, e.g. 10m; each "
                              "training stage stops at its share")
+    parser.add_argument("--cpu-limit", metavar="DURATION",
+                        help="the same budget in CPU time of the process (all threads), for a "
+                             "machine shared with other work")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="a method option, e.g. start_steps=32 (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -89,19 +92,21 @@ def run(args: argparse.Namespace) -> int:
     threads, source = resolve_threads(args.threads)
     torch.set_num_threads(threads)
     limit = parse_duration(args.time_limit) if args.time_limit is not None else None
+    cpu = parse_duration(args.cpu_limit) if args.cpu_limit is not None else None
     # SIGTERM unwinds like Ctrl-C, so the student's lock is released
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"distilling {args.teacher or args.model} by {args.method} into {args.out} on "
           f"{device} with {threads} thread(s) ({source})")
     student = distill(args.teacher or args.model, args.method, args.out, sde=args.sde,
                       options=_options(args.opt), overrides=args.overrides, steps=args.steps,
-                      time_limit=limit, resume=args.resume, overwrite=args.overwrite,
+                      time_limit=limit, cpu_limit=cpu, resume=args.resume, overwrite=args.overwrite,
                       break_lock=args.break_lock, progress=not args.no_progress,
                       device=device)
     spent = [s for s in student.record["stages"] if s["kind"] != "measure"]
     total = {k: sum(float(s.get(k, 0) or 0) for s in spent)
-             for k in ("teacher_rows", "steps", "seconds")}
+             for k in ("teacher_rows", "steps", "seconds", "cpu_seconds")}
     print(f"done: {total['steps']:.0f} optimizer steps, {total['teacher_rows']:.3g} teacher "
-          f"evaluations (summed over examples), {total['seconds']:.0f} s; sample it with "
-          f"`scoregen sample {args.out} --nfe N`")
+          f"evaluations (summed over examples), {total['seconds']:.0f} s of training and "
+          f"generation, {total['cpu_seconds']:.0f} s of CPU; sample it with `scoregen sample "
+          f"{args.out} --nfe N`")
     return 0

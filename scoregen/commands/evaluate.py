@@ -86,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    if hasattr(src.model, "sampling_plan"):
+        raise ValueError(f"{src.name} is a distilled student: its likelihood is not defined by "
+                         "a score; compare its samples with `scoregen compare --checkpoint "
+                         "TEACHER --students ...`")
     data = args.data or src.data
     if data is None:
         raise ValueError("no dataset to evaluate on: give --data NAME (`scoregen list datasets`)")

@@ -97,7 +97,9 @@ def student_methods(paths: Sequence[str | Path], problem: Problem,
         def cost(setting: Setting, _s=student) -> dict[str, float]:
             return _s.cost(_s.sampling_plan(steps=setting.steps).stage)
 
-        methods.append(Method(f"{student.method} ({Path(path).name})", "student", 1,
+        folder = Path(path).name
+        label = student.method if folder == student.method else f"{student.method} ({folder})"
+        methods.append(Method(label, "student", 1,
                               not all(deterministic(Setting(steps=k)) for k in student.nfes()),
                               draw, (), True, steps_for, deterministic, cost))
     return methods

@@ -20,7 +20,8 @@ stage's run folder or pairs), so a student resumes stage by stage.
 - ``reflow`` (Liu et al. 2022): pairs ``(x0, z)`` from the teacher's ODE by ``pair_sampler`` at
   ``pair_nfe``; a rectified flow on the ``linear`` process trained on them; then, for
   ``distill_steps = k > 0``, pairs from that flow's ``pair_nfe``-step Euler solve and a
-  ``k``-step distillation on them. The straightness of the teacher's flow (re-targeted to
+  ``k``-step distillation on them (``reflow = false``: no rectified flow, the ``k``-step
+  distillation of the teacher's own pairs). The straightness of the teacher's flow (re-targeted to
   ``linear``) and of the students is measured at the end (:func:`straightness`).
 """
 
@@ -75,7 +76,8 @@ class Context:
     overrides: list[str]
     progress: bool = True
     device: str = "cpu"
-    deadline: float | None = None  # time.monotonic() at which the time limit ends
+    deadline: float | None = None  # clock() at which the time limit ends
+    clock: Callable[[], float] = time.perf_counter  # wall time, or time.process_time (CPU)
     remaining_steps: Callable[[], int] = lambda: 1
     _data: Tensor | None = field(default=None, repr=False)
 
@@ -133,13 +135,13 @@ class Context:
         folder = self.out / name
         share = 0.0
         if self.deadline is not None:
-            left = max(self.deadline - time.monotonic(), 1e-3)
+            left = max(self.deadline - self.clock(), 1e-3)
             share = left * cfg.train.steps / max(self.remaining_steps(), cfg.train.steps)
         resume = (folder / "checkpoints").exists()
         if resume:
             init = None
         result = train_stage(folder, cfg, data=data, teacher=teacher, init=init, resume=resume,
-                             progress=self.progress, max_seconds=share,
+                             progress=self.progress, max_seconds=share, clock=self.clock,
                              sample_fn=self._preview(folder, cfg, *preview))
         return {"teacher_rows": result.teacher_rows, "steps": result.step,
                 "seconds": result.seconds, "stopped": result.stopped}
@@ -219,7 +221,8 @@ def _student_prediction(teacher: Teacher, fresh: bool, choice: str, consistency:
 # -- progressive distillation -------------------------------------------------------------------
 @register("progressive")
 class Progressive(Method):
-    """Progressive distillation in rounds (module docstring)."""
+    """Progressive distillation (Salimans & Ho 2022): DDIM students in rounds that halve the
+    steps, every round kept (module docstring)."""
 
     def __init__(self, *, start_steps: int = 64, final_steps: int = 1, prediction: str = "",
                  spacing: str = "uniform", weighting: str = "truncated_snr",
@@ -340,7 +343,8 @@ class _ConsistencyMethod(Method):
 
 @register("consistency")
 class ConsistencyDistillationMethod(_ConsistencyMethod):
-    """Consistency distillation (module docstring); ``solver``: the teacher's ODE step."""
+    """Consistency distillation (Song et al. 2023) with the teacher's ODE step by ``solver``;
+    multistep sampling on tuned times (module docstring)."""
 
     objective, stage = "consistency_distillation", "cd"
 
@@ -360,7 +364,8 @@ class ConsistencyDistillationMethod(_ConsistencyMethod):
 
 @register("consistency-training")
 class ConsistencyTrainingMethod(_ConsistencyMethod):
-    """Consistency training / tuning (module docstring)."""
+    """Consistency training or tuning from a DSM model (Geng et al. 2024; Song & Dhariwal
+    2023); multistep sampling on tuned times (module docstring)."""
 
     objective, stage = "consistency_training", "ct"
 
@@ -402,16 +407,22 @@ def _start(sde: SDE, shape: tuple[int, ...], n: int, seed: int) -> Tensor:
 
 @register("reflow")
 class Reflow(Method):
-    """Reflow and k-step distillation (module docstring)."""
+    """Rectified flow (Liu et al. 2022): teacher pairs, reflow on ``linear``, k-step
+    distillation, straightness (module docstring)."""
 
     def __init__(self, *, pairs: int = 20000, pair_sampler: str = "dpm_solver++",
-                 pair_nfe: int = 32, distill_steps: int = 1, prediction: str = "",
-                 fresh: bool = False, straightness_samples: int = 512) -> None:
+                 pair_nfe: int = 32, reflow: bool = True, distill_steps: int = 1,
+                 prediction: str = "", fresh: bool = False,
+                 straightness_samples: int = 512) -> None:
         if not (isinstance(pairs, int) and pairs >= 1):
             raise ValueError(f"pairs must be an integer >= 1, got {pairs!r}")
         if not (isinstance(distill_steps, int) and distill_steps >= 0):
             raise ValueError(f"distill_steps must be an integer >= 0 (0: no distillation), "
                              f"got {distill_steps!r}")
+        if not reflow and not distill_steps:
+            raise ValueError("with reflow=false the student is the k-step distillation of the "
+                             "teacher's own pairs: give distill_steps >= 1")
+        self.reflow = reflow
         self.pairs, self.pair_sampler, self.pair_nfe = pairs, pair_sampler, pair_nfe
         self.distill_steps, self.prediction, self.fresh = distill_steps, prediction, fresh
         self.straightness_samples = straightness_samples
@@ -465,16 +476,22 @@ class Reflow(Method):
 
             return run
 
-        stages = [Stage("pairs_teacher", "pairs", [], pairs("teacher")),
-                  Stage("reflow", "train", ["pairs_teacher"],
-                        train("reflow", reflow_cfg, "teacher", None), reflow_cfg.train.steps)]
-        if k:
+        stages = [Stage("pairs_teacher", "pairs", [], pairs("teacher"))]
+        if self.reflow:
+            stages.append(Stage("reflow", "train", ["pairs_teacher"],
+                                train("reflow", reflow_cfg, "teacher", None),
+                                reflow_cfg.train.steps))
+        if k:  # distil the reflowed flow on its own pairs, or the teacher's flow on its pairs
+            source = "reflow" if self.reflow else "teacher"
             cfg = ctx.config("reflow", {"steps": k}, prediction,
-                             {**defaults, "steps": 1000, "warmup": 0}, fresh)
+                             {**defaults, **({"steps": 1000, "warmup": 0} if self.reflow
+                                             else {})}, fresh)
             name = f"distill_{k}"
-            stages += [Stage("pairs_reflow", "pairs", ["reflow"], pairs("reflow")),
-                       Stage(name, "train", ["pairs_reflow"],
-                             train(name, cfg, "reflow", "reflow"), cfg.train.steps)]
+            if self.reflow:
+                stages.append(Stage("pairs_reflow", "pairs", ["reflow"], pairs("reflow")))
+            stages.append(Stage(name, "train", [f"pairs_{source}"],
+                                train(name, cfg, source, "reflow" if self.reflow else None),
+                                cfg.train.steps))
 
         def measure() -> dict[str, Any]:
             from scoregen.models.prediction import retarget
@@ -483,7 +500,8 @@ class Reflow(Method):
             n = self.straightness_samples
             found = {"teacher": straightness(retarget(ctx.teacher.model, ctx.sde), ctx.sde,
                                              ctx.shape, n)}
-            for stage in ["reflow", *([f"distill_{k}"] if k else [])]:
+            for stage in [*(["reflow"] if self.reflow else []),
+                          *([f"distill_{k}"] if k else [])]:
                 found[stage] = straightness(ctx.load(stage), ctx.sde, ctx.shape, n)
             return {"seconds": time.perf_counter() - start, "straightness": found}
 
@@ -493,8 +511,8 @@ class Reflow(Method):
         k = self.distill_steps
         entries = ([{"nfe": k, "stage": f"distill_{k}", "sampler": "ddim",
                      "ts": euler_ts(ctx.sde, k), "deterministic": True}] if k else [])
-        return {"entries": entries,
-                "rule": {"stage": "reflow", "sampler": "ddim", "from_nfe": 1}}
+        rule = {"stage": "reflow", "sampler": "ddim", "from_nfe": 1} if self.reflow else None
+        return {"entries": entries, "rule": rule}
 
 
 __all__ = ["METHODS", "Context", "Method", "Stage", "build_method", "method_options",

@@ -12,11 +12,13 @@ other method options or another teacher (content hash or preset, :mod:`.teacher`
 ``time_limit`` (seconds) bounds the whole call: each training stage gets the time left in
 proportion to its steps among the training stages left, stops at its share with a checkpoint
 and counts as done, so the student is complete (and samples) when the limit is reached;
-pairs and tuning are not cut short but count against the time left.
+pairs and tuning are not cut short but count against the time left. ``cpu_limit`` is the same
+budget in CPU time of the process, for machines shared with other work.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +50,8 @@ from scoregen.training.distill.teacher import (
 def distill(teacher: str | Path | Model, method: str = "consistency",
             out: str | Path = "runs/student", *, sde: str | SDE | None = None,
             options: dict[str, Any] | None = None, overrides: Sequence[str] = (),
-            steps: int | None = None, time_limit: float | None = None, resume: bool = False,
+            steps: int | None = None, time_limit: float | None = None,
+            cpu_limit: float | None = None, resume: bool = False,
             overwrite: bool = False, break_lock: bool = False, progress: bool = True,
             device: str = "cpu", say: Callable[[str], Any] | None = print) -> Student:
     """Distil ``teacher`` into a few-step student in the folder ``out``; returns the student.
@@ -64,6 +67,8 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
             ``train.lr=1e-4``, ``model.width=128``, ``objective.target_ema=0``).
         steps: optimizer steps of each training stage (``train.steps``).
         time_limit: wall-clock seconds for the whole call (module docstring).
+        cpu_limit: the same in CPU seconds of this process (``time.process_time``, all
+            threads): a budget that does not depend on what else the machine runs.
         resume, overwrite, break_lock: the run-folder rules (module docstring).
         say: where progress lines go (``None``: nowhere).
 
@@ -75,14 +80,21 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
     from scoregen.training.run_folder import RUN_FILES, RunFolderError, RunLock
 
     say = say or (lambda _: None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("distillation runs in one process: run it without torchrun (its "
+                         "stages are small; the comparison of its students shards under "
+                         "torchrun)")
     out = Path(out)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the student, or "
                          "replace it")
     if out.exists() and not out.is_dir():
         raise ValueError(f"student folder {out} is a file; choose another --out folder")
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    for name, limit in (("time_limit", time_limit), ("cpu_limit", cpu_limit)):
+        if limit is not None and not limit > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {limit!r}")
+    if time_limit is not None and cpu_limit is not None:
+        raise ValueError("give a wall-clock time_limit or a cpu_limit, not both")
     found = resolve_teacher(teacher, sde=sde, device=device)
     chosen = build_method(method, **(options or {}))
     full_options = {**method_options(method), **(options or {})}
@@ -125,7 +137,10 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
             write_record(out, record)
         status = {s["name"]: s for s in record["stages"]}
         if time_limit is not None:
-            ctx.deadline = time.monotonic() + time_limit
+            ctx.deadline = ctx.clock() + time_limit
+        elif cpu_limit is not None:
+            ctx.clock = time.process_time
+            ctx.deadline = ctx.clock() + cpu_limit
         ctx.remaining_steps = lambda: sum(s.steps for s in stages if s.kind == "train"
                                           and status[s.name]["status"] != "done")
         for stage in stages:
@@ -135,7 +150,9 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
             say(f"{method}: stage {stage.name} ({stage.kind}) of {out}")
             info["status"] = "running"
             write_record(out, record)
+            cpu = time.process_time()
             info.update(stage.run())
+            info["cpu_seconds"] = info.get("cpu_seconds", 0.0) + time.process_time() - cpu
             info["status"] = "done"
             write_record(out, record)
             if info.get("stopped"):

@@ -48,12 +48,13 @@ class StageResult:
 def train_stage(folder: Path, cfg: Any, *, data: Tensor, teacher: Model | None = None,
                 init: dict[str, Tensor] | None = None, resume: bool = False,
                 progress: bool = True, max_seconds: float = 0.0,
+                clock: Callable[[], float] | None = None,
                 sample_fn: Callable[[Any, int], Any] | None = None) -> StageResult:
     """Train one stage in ``folder`` (module docstring) from the validated config ``cfg``.
 
     ``init``: the network's starting weights (a fresh stage only); ``resume``: continue from
-    the folder's newest checkpoint if it has one; ``max_seconds``: this call's wall-clock
-    budget (0: none).
+    the folder's newest checkpoint if it has one; ``max_seconds``: this call's budget (0:
+    none) on ``clock`` (default: wall time; ``time.process_time`` for CPU time).
     """
     from scoregen.models import ScoreModel, build_network
     from scoregen.sde import get as get_sde
@@ -82,6 +83,8 @@ def train_stage(folder: Path, cfg: Any, *, data: Tensor, teacher: Model | None =
                                           "max_seconds": max_seconds})
         trainer = Trainer(model, data, objective, options, folder, cfg.to_dict(), sample_fn)
         trainer.lock = lock
+        if clock is not None:
+            trainer.clock = clock
         if resume and has_checkpoints(folder):
             trainer.resume(find_checkpoint(folder))
         write_text(folder / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

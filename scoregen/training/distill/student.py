@@ -13,7 +13,9 @@ it cost, and how it samples at each NFE.
 :mod:`.teacher`); ``sde`` and ``shape``; ``stages`` in order, each with its ``kind``
 (``train``, ``pairs``, ``tune``), ``status`` (``pending``, ``running``, ``done``), the stages
 it builds on (``depends``) and its cost (``teacher_rows``: teacher network evaluations summed
-over examples; ``steps``: optimizer steps; ``seconds``: wall time); and ``sampling``: the
+over examples; ``steps``: optimizer steps; ``seconds``: wall time of the training or
+generation; ``cpu_seconds``: CPU time of the process over the whole stage, all threads, of the
+call that finished it); and ``sampling``: the
 student's own way to sample, a list of ``entries`` (``nfe``, the ``stage`` whose model
 samples, the registered ``sampler``, the grid ``ts``) and optionally a ``rule`` that serves any
 NFE from ``from_nfe`` on (a reflowed flow with ``k`` Euler steps). Every entry costs one
@@ -148,15 +150,15 @@ class Student:
                             bool(entry["deterministic"]), dict(entry.get("options", {})))
 
     def cost(self, stage: str) -> dict[str, float]:
-        """``teacher_rows``, ``steps`` and ``seconds`` of ``stage`` and the stages it builds on
-        (transitively): what it took to make the model that samples."""
+        """``teacher_rows``, ``steps``, ``seconds`` and ``cpu_seconds`` of ``stage`` and the stages
+        it builds on (transitively): what it took to make the model that samples."""
         stages, seen, todo = self.stages, set(), [stage]
         while todo:
             name = todo.pop()
             if name not in seen:
                 seen.add(name)
                 todo += stages[name].get("depends", [])
-        out = {"teacher_rows": 0.0, "steps": 0.0, "seconds": 0.0}
+        out = {"teacher_rows": 0.0, "steps": 0.0, "seconds": 0.0, "cpu_seconds": 0.0}
         for name in seen:
             for key in out:
                 out[key] += float(stages[name].get(key, 0) or 0)
