@@ -135,7 +135,7 @@ def _endpoint_table(fixed: list, budgets: list[int]) -> list[str]:
         return []
     lines = ["## endpoint error (deterministic methods; closer to 0 is better)", "",
              "Mean distance of each sample to the teacher's probability-flow ODE map of the "
-             "same x_T (exact on the oracle).", "",
+             "same x_T (exact on the oracle, else dopri5 at rtol = atol = 1e-5).", "",
              "| method | " + " | ".join(map(str, budgets)) + " |", "|---|" + "---|" * len(budgets)]
     best = {}
     for b in budgets:
@@ -159,30 +159,35 @@ def _endpoint_table(fixed: list, budgets: list[int]) -> list[str]:
 
 
 def _cost_table(fixed: list) -> list[str]:
-    """What each student cost at each NFE it ran at: teacher evaluations (summed over
-    examples), optimizer steps and wall seconds of the stages its model came from."""
+    """What each student cost at the NFE it ran at: teacher evaluations (summed over
+    examples), optimizer steps, wall and CPU seconds of the stages its model came from; NFE
+    with the same cost share a row."""
     rows = [r for r in fixed if r.cost is not None]
     if not rows:
         return []
     lines = ["## what the students cost", "",
              "Teacher NFE: network evaluations of the teacher (and of earlier students acting "
              "as teachers) summed over training examples and pairs; steps: optimizer steps; "
-             "seconds: wall time of the training (shared machine, see the machine line).", "",
-             "| student | NFE | teacher NFE | steps | seconds |", "|---|---|---|---|---|"]
-    seen = set()
-    for r in sorted(rows, key=lambda r: (r.method, r.nfe)):
-        if (r.method, r.nfe) in seen:
-            continue
-        seen.add((r.method, r.nfe))
+             "seconds: wall time of the training and generation; CPU s: CPU time of the "
+             "process (on a shared machine the budget that does not depend on other work).", "",
+             "| student | NFE | teacher NFE | steps | seconds | CPU s |",
+             "|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[int]] = {}
+    for r in rows:
         c = r.cost
-        lines.append(f"| {r.method} | {r.nfe} | {c['teacher_rows']:.3g} | {c['steps']:.0f} | "
-                     f"{c['seconds']:.0f} |")
+        key = (r.method, c["teacher_rows"], c["steps"], c["seconds"], c.get("cpu_seconds", 0.0))
+        groups.setdefault(key, [])
+        if r.nfe not in groups[key]:
+            groups[key].append(r.nfe)
+    for (method, teacher, steps, seconds, cpu), nfes in groups.items():
+        lines.append(f"| {method} | {', '.join(map(str, sorted(nfes)))} | {teacher:.3g} | "
+                     f"{steps:.0f} | {seconds:.0f} | {cpu:.0f} |")
     return [*lines, ""]
 
 
 def write_csv(comp: Comparison, path: Path) -> None:
     metrics = comp.problem["metrics"]
-    costs = ("teacher_rows", "steps", "seconds")
+    costs = ("teacher_rows", "steps", "seconds", "cpu_seconds")
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["method", "family", "budget", "steps", "tolerance", "nfe", "seconds", *metrics,
@@ -191,7 +196,7 @@ def write_csv(comp: Comparison, path: Path) -> None:
             w.writerow([r.method, r.family, r.budget, r.steps, r.tolerance, r.nfe,
                         f"{r.seconds:.6g}", *(f"{r.metrics[m]:.6g}" for m in metrics),
                         f"{r.metrics['endpoint']:.6g}" if "endpoint" in r.metrics else "",
-                        *(f"{r.cost[k]:.6g}" if r.cost else "" for k in costs)])
+                        *(f"{r.cost.get(k, 0.0):.6g}" if r.cost else "" for k in costs)])
 
 
 def plot_quality(comp: Comparison, path: Path) -> None:

@@ -95,7 +95,7 @@ def student_methods(paths: Sequence[str | Path], problem: Problem,
             return _s.sampling_plan(steps=setting.steps).deterministic
 
         def cost(setting: Setting, _s=student) -> dict[str, float]:
-            return _s.cost(_s.sampling_plan(steps=setting.steps).stage)
+            return _s.cost(*_s.sampling_plan(steps=setting.steps).uses)
 
         folder = Path(path).name
         label = student.method if folder == student.method else f"{student.method} ({folder})"

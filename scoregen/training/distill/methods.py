@@ -137,8 +137,10 @@ class Context:
         if self.deadline is not None:
             left = max(self.deadline - self.clock(), 1e-3)
             share = left * cfg.train.steps / max(self.remaining_steps(), cfg.train.steps)
-        resume = (folder / "checkpoints").exists()
-        if resume:
+        from scoregen.training.run_folder import has_checkpoints
+
+        resume = folder.exists()  # an interrupted stage: from its checkpoint, if it wrote one
+        if has_checkpoints(folder):
             init = None
         result = train_stage(folder, cfg, data=data, teacher=teacher, init=init, resume=resume,
                              progress=self.progress, max_seconds=share, clock=self.clock,
@@ -336,7 +338,8 @@ class _ConsistencyMethod(Method):
     def sampling(self, ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
         tuned = next(s for s in record["stages"] if s["name"] == "renoise")["grids"]
         entries = [{"nfe": int(k), "stage": self.stage, "sampler": "consistency", "ts": ts,
-                    "deterministic": int(k) == 1} for k, ts in sorted(
+                    "deterministic": int(k) == 1, "uses": [self.stage, "renoise"]}
+                   for k, ts in sorted(
                         tuned.items(), key=lambda kv: int(kv[0]))]
         return {"entries": entries, "rule": None}
 

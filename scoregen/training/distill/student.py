@@ -17,7 +17,8 @@ over examples; ``steps``: optimizer steps; ``seconds``: wall time of the trainin
 generation; ``cpu_seconds``: CPU time of the process over the whole stage, all threads, of the
 call that finished it); and ``sampling``: the
 student's own way to sample, a list of ``entries`` (``nfe``, the ``stage`` whose model
-samples, the registered ``sampler``, the grid ``ts``) and optionally a ``rule`` that serves any
+samples, the registered ``sampler``, the grid ``ts``, the stages whose cost it counts,
+``uses``) and optionally a ``rule`` that serves any
 NFE from ``from_nfe`` on (a reflowed flow with ``k`` Euler steps). Every entry costs one
 network evaluation per step, so its NFE is its step count.
 
@@ -59,6 +60,7 @@ class SamplingPlan:
     stage: str
     deterministic: bool
     options: dict[str, Any] = field(default_factory=dict)
+    uses: list[str] = field(default_factory=list)  # the stages its cost counts (with theirs)
 
 
 def euler_ts(sde: SDE, k: int) -> list[float]:
@@ -147,12 +149,14 @@ class Student:
         entry, k = self._entry(steps, nfe)
         return SamplingPlan(self.model_of(entry["stage"]), entry["sampler"],
                             torch.tensor(entry["ts"], dtype=torch.float64), k, entry["stage"],
-                            bool(entry["deterministic"]), dict(entry.get("options", {})))
+                            bool(entry["deterministic"]), dict(entry.get("options", {})),
+                            list(entry.get("uses", [entry["stage"]])))
 
-    def cost(self, stage: str) -> dict[str, float]:
-        """``teacher_rows``, ``steps``, ``seconds`` and ``cpu_seconds`` of ``stage`` and the stages
-        it builds on (transitively): what it took to make the model that samples."""
-        stages, seen, todo = self.stages, set(), [stage]
+    def cost(self, *stage: str) -> dict[str, float]:
+        """``teacher_rows``, ``steps``, ``seconds`` and ``cpu_seconds`` of the stages named and
+        those they build on (transitively): what it took to make what samples (a plan's
+        ``uses``)."""
+        stages, seen, todo = self.stages, set(), list(stage)
         while todo:
             name = todo.pop()
             if name not in seen:
