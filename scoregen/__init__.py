@@ -2,7 +2,8 @@
 
 Pluggable SDEs (:mod:`scoregen.sde`), exact Gaussian-mixture oracles
 (:mod:`scoregen.models.analytic`), interchangeable samplers behind one call
-(:func:`scoregen.sample`).
+(:func:`scoregen.sample`), few-step students distilled from any of them
+(:func:`scoregen.distill`, :func:`scoregen.load_student`).
 
 The package reads by stage: ``data/`` -> ``sde/`` + ``models/`` -> ``training/`` (config,
 objectives, loop, run folder, checkpoints) -> ``samplers/`` + ``sampling/`` (the public
@@ -22,6 +23,7 @@ from scoregen.models.prediction import retarget
 from scoregen.sampling.api import SampleResult, sample
 from scoregen.sampling.guidance import Guidance
 from scoregen.sampling.inpaint import inpaint
+from scoregen.training.distill import distill, load_student
 
 __all__ = [
     "GaussianMixture",
@@ -29,7 +31,9 @@ __all__ = [
     "SampleResult",
     "__version__",
     "analytic",
+    "distill",
     "inpaint",
+    "load_student",
     "prediction",
     "retarget",
     "sample",

@@ -170,6 +170,7 @@ C = ["compare", "-n", "16", "--samplers", "ddim", "--budgets", "3", "--no-progre
 
 
 # (id, argv, exit code, phrase[, setup][, env])
+DI = ["distill", "--out", "{tmp}/student", "--no-progress"]
 ROWS: list[tuple] = [
     # -- counts: zero and negative are errors everywhere ------------------------------------
     ("sample -n 0", [*S, "-n", "0"], 2, "argument -n: must be a positive integer, got 0"),
@@ -463,6 +464,26 @@ ROWS: list[tuple] = [
      1, "--reference: {files}/nan.npz holds 1 NaN value(s)"),
     ("compare reference garbage", [*C, "--checkpoint", "{run}", "--reference",
                                    "{files}/garbage.npz"], 1, "bad header"),
+    # -- distillation ----------------------------------------------------------------------
+    ("distill missing teacher", [*DI, "{tmp}/nope", "--method", "progressive"], 1,
+     "is neither a run or checkpoint folder"),
+    ("distill damaged teacher", [*DI, "{copy}", "--method", "progressive"], 1,
+     "cannot load the teacher", "weights_truncated"),
+    ("distill unknown method", [*DI, "{run}", "--method", "nope"], 1,
+     "unknown distillation method 'nope'"),
+    ("distill unknown option", [*DI, "{run}", "--method", "progressive", "--opt", "nope=1"], 1,
+     "has no option 'nope'"),
+    ("distill stochastic solver", [*DI, "{run}", "--method", "consistency", "--opt",
+                                   "solver=euler_maruyama"], 1, "needs a deterministic sampler"),
+    ("distill reflow off linear", [*DI, "{run}", "--method", "reflow", "--set", "sde.name=vp"],
+     1, "reflow trains on the linear process"),
+    ("distill both teachers", [*DI, "{run}", "--model", "x:y", "--method", "progressive"], 1,
+     "exactly one of them"),
+    ("distill time limit", [*DI, "{run}", "--method", "progressive", "--time-limit", "soon"], 1,
+     "is not a duration"),
+    ("compare students and guidance", [*C, "--guidance", "1", "--students", "{tmp}/s"], 1,
+     "does not take --checkpoint, --model or --students"),
+    ("compare missing student", [*C, "--students", "{tmp}/nope"], 1, "is not a student"),
 ]
 
 

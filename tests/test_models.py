@@ -54,7 +54,7 @@ def test_score_model_is_a_sampler_model(prediction: str, sde_name: str) -> None:
     sde = scoregen.sde.get(sde_name)
     model = ScoreModel(_randomize(build_network("mlp", (2,), **TINY["mlp"])), sde, prediction)
     assert isinstance(model, Model)
-    assert model.prediction == ("x0" if prediction == "edm" else prediction)
+    assert model.prediction == PARAMETERIZATIONS[prediction].reports
     x = torch.randn(4, 2)
     out = model(x, torch.full((4,), 0.5))
     assert out.shape == x.shape and torch.isfinite(out).all()

@@ -1,5 +1,7 @@
 """Where the ``sample``, ``evaluate`` and ``compare`` commands get their model: a run or
-checkpoint folder, or ``--model module:function`` (:mod:`scoregen.adapters.user`).
+checkpoint folder, a distilled student's folder (:mod:`scoregen.training.distill`: the model is
+the :class:`~scoregen.training.distill.Student`, which samples its own way), or ``--model
+module:function`` (:mod:`scoregen.adapters.user`).
 
 (The leading underscore keeps this helper out of the discovered commands.)
 """
@@ -40,6 +42,12 @@ class ModelSource:
     sample: Any = None
 
 
+def _is_student(path: str) -> bool:
+    from scoregen.training.distill import is_student
+
+    return is_student(path)
+
+
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="MODULE:FUNCTION", help=MODEL_HELP)
 
@@ -62,6 +70,17 @@ def load_source(path: str | None, spec: str | None, *, ema: bool = True,
         shape = getattr(model, "shape", None)
         src = ModelSource(model, model.sde, spec, None if shape is None else tuple(shape),
                           getattr(model, "dataset", None))
+    elif _is_student(path):
+        from scoregen.training.distill import load_student
+
+        student = load_student(path, device=device)
+        if sde is not None:
+            raise ValueError(f"--sde: the student {path} samples under its own process "
+                             f"({student.sde.name}); drop --sde")
+        data = student.record["teacher"].get("preset")
+        return ModelSource(student, student.sde, str(path), student.shape,
+                           "mixture" if data else None, {"preset": data} if data else {},
+                           Path(path))
     else:
         from scoregen.training.checkpoint import load_model, read_checkpoint
         from scoregen.training.config import parse_config

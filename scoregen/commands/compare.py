@@ -14,12 +14,20 @@ Examples::
     scoregen compare --sde blur --preset mix8x8    # blurring diffusion needs image samples
     scoregen compare --checkpoint runs/toy2d --reference test.npz
     scoregen compare --preset ring8 --guidance 1,2,4,8   # classifier-free guidance, exact
+    scoregen compare --checkpoint runs/digits --students runs/digits_cd,runs/digits_pd \
+        --budgets 1,2,4,8,10                     # distilled students beside the samplers
     torchrun --standalone --nproc_per_node=2 -m scoregen compare --checkpoint runs/ddp
 
 With ``--guidance``, every sampler (and peer) runs under classifier-free guidance on the
 exact class-conditional oracle, at each scale, against a dopri5 solve of the guided PF-ODE
 from the same noise; ``OUT/guidance_<w>/`` holds each scale's tables and ``OUT/guidance.md``
 the summary (endpoint error and class accuracy per sampler, scale and budget).
+
+With ``--students``, each distilled student (``scoregen distill``) is a row of its own, at the
+largest NFE it offers within each budget, from the same noise; the tables add the endpoint
+error of every deterministic method against the teacher's ODE map of the same noise (exact on
+the oracle; the student's teacher must be the comparison's model) and what each student cost.
+Without ``--budgets`` the budgets are then 1, 2, 4, 8 and the usual ones.
 
 Under ``torchrun`` every run's samples are shared out over the processes (sample ``k`` on
 rank ``k mod world``, from its own seed) and gathered on rank 0, which scores and writes.
@@ -57,8 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers", nargs="?", const="all", type=str,
                         help="also run peer libraries' samplers: all, or a comma-separated list "
                              "(e.g. diffusers/ddim,k-diffusion/euler)")
-    parser.add_argument("--budgets", type=_ints, default=list(DEFAULT_BUDGETS),
-                        help="NFE budgets (default %(default)s)")
+    parser.add_argument("--budgets", type=_ints,
+                        help=f"NFE budgets (default {list(DEFAULT_BUDGETS)}; with --students "
+                             f"also 1, 2, 4, 8)")
+    parser.add_argument("--students", type=_names, metavar="DIR,DIR",
+                        help="distilled students (folders of `scoregen distill`) to compare "
+                             "beside the samplers; their teacher must be the compared model")
     parser.add_argument("--tolerances", type=_floats,
                         help="tolerances of self-stepping samplers (default: each sampler's "
                              f"registered ones, else {list(DEFAULT_TOLERANCES)})")
@@ -124,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
     if args.n < ctx.world:
         raise ValueError(f"-n {args.n} is fewer samples than the {ctx.world} processes")
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.budgets is None:
+        args.budgets = sorted({*compare.DEFAULT_BUDGETS, *((1, 2, 4, 8) if args.students else ())})
     if args.guidance:
-        if args.checkpoint or args.model:
+        if args.checkpoint or args.model or args.students:
             raise ValueError("--guidance runs on the exact oracle (--preset); it does not take "
-                             "--checkpoint or --model")
+                             "--checkpoint, --model or --students")
         return _run_guided(args, dtype or torch.float64)
     if args.model:
         from scoregen.adapters import load_model_spec
@@ -161,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         for line in peer_messages if ctx.is_main else ():
             print(line)
         methods += found
+    if args.students:
+        methods += _students(args, problem, ctx.is_main)
     comp = compare.run_comparison(
         problem, methods, args.budgets, args.tolerances, n=args.n, seed=args.seed,
         max_multi_nfe=args.max_multi_nfe or None, show_nfe=args.show_nfe,
@@ -203,6 +219,22 @@ def _sampler_names(args: argparse.Namespace, sde: Any) -> list[str]:
     for name in names:
         check_applies(name, sde)
     return names
+
+
+def _students(args: argparse.Namespace, problem: Any, main: bool) -> list[Any]:
+    """The students as methods, and the teacher's ODE map of the comparison's noise as the
+    problem's endpoint reference."""
+    from scoregen.evaluation.compare.students import student_methods, teacher_flow
+    from scoregen.training.distill import resolve_teacher
+
+    source = args.model or args.checkpoint or args.preset
+    identity = resolve_teacher(source, sde=args.sde or (None if args.model or args.checkpoint
+                                                        else "vp")).identity
+    methods = student_methods(args.students, problem, identity)
+    if main:
+        print(f"teacher's ODE map of the {args.n} starts (the endpoint reference) ...")
+    problem.endpoint_reference = teacher_flow(problem, args.n, args.seed)
+    return methods
 
 
 def _methods(args: argparse.Namespace, sde: Any) -> list[Any]:

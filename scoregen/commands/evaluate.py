@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         report_paths(Path(args.out))  # checked before the work
     src = load_source(args.path, args.model, ema=not args.no_ema, device=device, sde=args.sde)
+    if hasattr(src.model, "sampling_plan"):
+        raise ValueError(f"{src.name} is a distilled student: its likelihood is not defined by "
+                         "a score; compare its samples with `scoregen compare --checkpoint "
+                         "TEACHER --students ...`")
     if args.out:
         out = Path(args.out)
     elif src.run_dir is not None:

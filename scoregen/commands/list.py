@@ -1,10 +1,12 @@
-"""List registered SDEs, samplers, objectives, networks, datasets and mixture presets."""
+"""List registered SDEs, samplers, objectives, distillation methods, networks, datasets and
+mixture presets."""
 
 from __future__ import annotations
 
 import argparse
 
-SECTIONS = ("sdes", "samplers", "objectives", "networks", "datasets", "presets", "weightings")
+SECTIONS = ("sdes", "samplers", "objectives", "methods", "networks", "datasets", "presets",
+            "weightings")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +43,10 @@ def _rows(what: str) -> list[tuple[str, str]]:
             kind = "stochastic" if m.get("stochastic") else "deterministic"
             nfe = m.get("nfe_per_step")
             needs = ", ".join(sorted(m["requires"])) or "any SDE"
+            model = "" if m.get("model", "denoiser") == "denoiser" else f"; a {m['model']} model"
             rows.append((n, f"order {m.get('order')}, {kind}, "
-                            f"{'adaptive' if nfe is None else f'{nfe} NFE/step'}; needs {needs}"))
+                            f"{'adaptive' if nfe is None else f'{nfe} NFE/step'}; needs "
+                            f"{needs}{model}"))
         return rows
     if what == "objectives":
         from scoregen.training.objectives import OBJECTIVES, objective_options
@@ -50,6 +54,12 @@ def _rows(what: str) -> list[tuple[str, str]]:
         return [(n, f"{_first_line(OBJECTIVES.get(n))} [options: "
                     f"{', '.join(f'{k}={v!r}' for k, v in objective_options(n).items()) or '-'}]")
                 for n in OBJECTIVES.list()]
+    if what == "methods":
+        from scoregen.training.distill import METHODS, method_options
+
+        return [(n, f"{_first_line(METHODS.get(n))} [options: "
+                    f"{', '.join(f'{k}={v!r}' for k, v in method_options(n).items()) or '-'}]")
+                for n in METHODS.list()]
     if what == "networks":
         from scoregen.models import NETWORKS
 

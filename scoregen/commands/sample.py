@@ -18,6 +18,10 @@ whether its bits are equal depends on the model's arithmetic (docs/outputs.md,
     scoregen sample runs/digits_cond --class all --guidance 2 --sampler dpm_solver++ \
         --steps 10 --out grid.png              # one row per class
     scoregen sample runs/digits --inpaint data.npz --mask right-half --out filled.png
+    scoregen sample runs/digits_cd --nfe 2 -n 64 --out cd2.png   # a distilled student
+
+A student's folder (``scoregen distill``) samples with its own sampler and grid at ``--nfe``
+(the largest NFE it offers within the budget) or exactly ``--steps`` (default: its smallest NFE).
 
 ``--class``: ``all`` (one grid row per class, ``-n`` per class), one label, or a
 comma-separated list (one row each); ``--guidance w``: 0 unconditional, 1 conditional (the
@@ -172,6 +176,23 @@ def sampler_options(sampler: str, items: list[str], where: str = "--opt ") -> di
     return opts
 
 
+def _student_plan(src: Any, args: argparse.Namespace) -> Any:
+    """A student's sampling plan for ``--nfe`` (a budget) or ``--steps`` (exact); default: its
+    smallest NFE."""
+    given = [f for f, v in (("--sampler", args.sampler), ("--spacing", args.spacing),
+                            ("--grids", args.grids), ("--opt", args.opt),
+                            ("--inpaint", args.inpaint)) if v]
+    if given:
+        raise ValueError(f"{', '.join(given)}: the student {src.name} samples with its own "
+                         "sampler and grid; give --nfe N (a budget) or --steps N (exact)")
+    if args.nfe is not None and args.steps is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    student = src.model
+    if args.nfe is None and args.steps is None:
+        return student.sampling_plan(steps=min(student.nfes() or [1]))
+    return student.sampling_plan(steps=args.steps, nfe=args.nfe)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -193,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
     if src.shape is None:
         raise ValueError(f"--model {args.model}: the model needs a `shape` attribute (the "
                          "event shape of one sample, e.g. (2,) or (1, 8, 8))")
+    plan = _student_plan(src, args) if hasattr(src.model, "sampling_plan") else None
+    if plan is not None:  # a student: its own model, sampler and grid for the NFE asked
+        src.model, args.sampler, args.nfe, args.steps = plan.model, plan.sampler, None, None
     sampler = args.sampler or defaults.sampler
     adaptive = SAMPLERS.meta(sampler).get("nfe_per_step") is None
     if adaptive and args.steps is not None:
@@ -264,8 +288,10 @@ def run(args: argparse.Namespace) -> int:
         index = distributed.shard(n)  # this rank's samples k (all of them for one process)
         if labels is not None:
             cond_opts["cond"] = labels[index]
-        res = sample(src.model, src.sde, (len(index), *event), sampler, steps, nfe=args.nfe,
-                     spacing=spacing, grids=grids, seeds=seed + index, device=device,
+        grid = ({"ts": plan.ts} if plan is not None else
+                {"nfe": args.nfe, "spacing": spacing, "grids": grids})
+        res = sample(src.model, src.sde, (len(index), *event), sampler, steps, **grid,
+                     seeds=seed + index, device=device,
                      progress=not args.no_progress and ctx.is_main, check_finite=False,
                      **cond_opts, **opts)  # checked below, on all samples, before writing
         samples = distributed.gather_ordered(res.x, n)

@@ -36,6 +36,23 @@ written for every process and prediction type), so ``F`` has unit-variance targe
   ``sigma_e = sigma / alpha``, ``c_skip' = sigma_data^2 / (sigma_e^2 + sigma_data^2)``, ``c_out'
   = sigma_e sigma_data / sqrt(sigma_e^2 + sigma_data^2)`` (Table 1), i.e. ``c_skip = c_skip' /
   alpha`` on ``x_t``.
+- ``consistency``: a consistency function (Song et al. 2023, "Consistency Models", eq. 7 and
+  app. C), reported as ``x0``: ``f = c_skip^cm x~ + c_out^cm F`` with ``c_skip^cm =
+  sigma_data^2 / ((sigma_e - sigma_min)^2 + sigma_data^2)`` and ``c_out^cm = (sigma_e -
+  sigma_min) sigma_data / sqrt(sigma_e^2 + sigma_data^2)``, ``sigma_min = sigma_e(t_min)``:
+  the boundary condition ``f(x, t_min) = x~ = x / alpha(t_min)`` holds exactly (``c_skip^cm
+  = 1``, ``c_out^cm = 0``), and away from ``t_min`` it is EDM's preconditioning.
+- ``consistency-eps`` / ``-x0`` / ``-v``: the same boundary condition over another base
+  parameterization ``p`` (a student initialised from a teacher trained with ``p``). With the
+  base's denoiser ``D_p = A x_t + B F`` (its prediction read as ``x0``) and ``rho = c_out^cm /
+  c_out^edm = 1 - sigma_min / sigma_e``::
+
+      f = c_skip^cm x~ + rho (D_p - c_skip^edm x~),
+
+  i.e. ``D_p`` read as EDM's ``F`` (``F = (D_p - c_skip^edm x~) / c_out^edm``) inside Song's
+  rule; for ``p = edm`` this is ``consistency`` itself, and for ``sigma_e >> sigma_min`` it is
+  ``D_p``: the teacher's weights give a consistency function that is its denoising jump.
+  These need ``sigma_min``; they declare ``boundary=True``.
 """
 
 from __future__ import annotations
@@ -185,17 +202,30 @@ Coefficients = Callable[[Tensor, Tensor, float], tuple[Tensor, Tensor]]
 class Parameterization:
     """How a network output ``F`` becomes a prediction: ``c_skip x_t + c_out F`` (module
     docstring). ``reports``: the prediction type the model declares; ``coefficients(alpha,
-    sigma, sigma_data) -> (c_skip, c_out)``."""
+    sigma, sigma_data) -> (c_skip, c_out)``, or ``coefficients(alpha, sigma, sigma_data,
+    sigma_min)`` when ``boundary`` (a consistency function: ``sigma_min = sigma(t_min) /
+    alpha(t_min)``, where ``f(x, t_min) = x / alpha(t_min)``)."""
 
     name: str
     reports: str
     coefficients: Coefficients
+    boundary: bool = False
+
+    def at(self, alpha: Tensor, sigma: Tensor, sigma_data: float,
+           sigma_min: float | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(c_skip, c_out)`` (``c_skip`` is ``None`` without a skip term)."""
+        if not self.boundary:
+            return self.coefficients(alpha, sigma, sigma_data)
+        if sigma_min is None:
+            raise ValueError(f"parameterization {self.name!r} needs sigma_min (the noise level "
+                             "sigma/alpha at t_min, where f(x, t_min) = x / alpha)")
+        return self.coefficients(alpha, sigma, sigma_data, sigma_min)
 
     def output(self, x: Tensor, F: Tensor, alpha: Tensor, sigma: Tensor,
-               sigma_data: float) -> Tensor:
+               sigma_data: float, sigma_min: float | None = None) -> Tensor:
         """``c_skip x + c_out F`` with the coefficients computed in the dtype of ``alpha``
         (float64 in :class:`~scoregen.models.ScoreModel`) and cast to ``x``'s."""
-        c_skip, c_out = self.coefficients(alpha, sigma, sigma_data)
+        c_skip, c_out = self.at(alpha, sigma, sigma_data, sigma_min)
         out = bcast(c_out, x).to(x.dtype) * F
         return out if c_skip is None else bcast(c_skip, x).to(x.dtype) * x + out
 
@@ -232,6 +262,31 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
         Parameterization("edm", "x0", _edm_coefficients),
     )
 }
+
+
+def _consistency(base: Parameterization) -> Parameterization:
+    """The consistency function over ``base`` (module docstring: ``f = c_skip^cm x~ + rho (D_p -
+    c_skip^edm x~)``, Song et al. 2023 app. C for ``base = edm``)."""
+
+    def coefficients(alpha: Tensor, sigma: Tensor, sd: float, sigma_min: float
+                     ) -> tuple[Tensor, Tensor]:
+        c_skip, c_out = base.coefficients(alpha, sigma, sd)
+        # the base's prediction as x0 = A x_t + B F: to_x0_eps is linear in (prediction, x)
+        one = torch.ones_like(alpha)
+        a = to_x0_eps(torch.zeros_like(alpha) if c_skip is None else c_skip, base.reports, one,
+                      alpha, sigma).x0
+        b = to_x0_eps(c_out, base.reports, torch.zeros_like(alpha), alpha, sigma).x0
+        s = sigma / alpha
+        rho = 1 - sigma_min / s
+        skip_cm = sd**2 / ((s - sigma_min) ** 2 + sd**2)
+        skip_edm = sd**2 / (s**2 + sd**2)
+        return (skip_cm - rho * skip_edm) / alpha + rho * a, rho * b
+
+    name = "consistency" if base.name == "edm" else f"consistency-{base.name}"
+    return Parameterization(name, "x0", coefficients, boundary=True)
+
+
+PARAMETERIZATIONS.update({c.name: c for c in map(_consistency, list(PARAMETERIZATIONS.values()))})
 
 
 def parameterization(name: str) -> Parameterization:

@@ -11,10 +11,10 @@ Table 1, ``EDMPrecond``) for every SDE here. With ``x_t = alpha x0 + sigma eps``
 so one architecture fits VP, sub-VP and VE (the input has unit variance and the condition
 depends on the log-SNR only; ``c_in x_t = x~ / sqrt(sigma_e^2 + sigma_data^2)`` is EDM's own
 ``c_in`` on ``x~ = x_t / alpha``). The output ``F`` becomes the prediction by the model's
-parameterization, ``c_skip x_t + c_out F`` (eps, x0, v, or EDM's denoiser reported as x0):
-the formulas live with every other prediction-type rule in
-:mod:`scoregen.models.prediction` (:data:`~scoregen.models.prediction.PARAMETERIZATIONS`).
-
+parameterization, ``c_skip x_t + c_out F`` (eps, x0, v, EDM's denoiser reported as x0, or a
+consistency function with ``f(x, t_min) = x / alpha(t_min)``): the formulas live with every
+other prediction-type rule in :mod:`scoregen.models.prediction`
+(:data:`~scoregen.models.prediction.PARAMETERIZATIONS`).
 A process without the scalar kernel gives these quantities itself: the network's input
 (:meth:`~scoregen.sde.base.SDE.network_input`, the whole state, e.g. CLD's ``(x, v)``), its
 noise condition (:meth:`~scoregen.sde.base.SDE.noise_condition`) and, for ``eps``, the Gaussian
@@ -42,8 +42,9 @@ class ScoreModel(nn.Module):
         network: ``net(x_in: (B, *D), c_noise: (B,)) -> (B, *D)`` (see
             :mod:`scoregen.models.registry`).
         sde: the process the model is trained for.
-        prediction: ``eps``, ``x0``, ``v`` or ``edm`` (EDM-preconditioned denoiser, reported
-            to samplers as ``x0``).
+        prediction: ``eps``, ``x0``, ``v``, ``edm`` (EDM-preconditioned denoiser, reported
+            to samplers as ``x0``) or a consistency function (``consistency``,
+            ``consistency-eps``, ...: reported as ``x0``, the identity at ``t_min``).
         sigma_data: standard deviation of the data (0.5 suits data in [-1, 1]; EDM's value).
     """
 
@@ -58,13 +59,23 @@ class ScoreModel(nn.Module):
         self.parameterization = prediction
         self.prediction = self._output.reports
         self.sigma_data = float(sigma_data)
+        t_min = torch.tensor(sde.t_min, dtype=torch.float64)
+        # the noise level sigma/alpha at t_min, where a consistency function is the identity
+        self.sigma_min = float(sde.sigma(t_min) / sde.alpha(t_min))
+
+    @property
+    def consistency(self) -> bool:
+        """Whether the model is a consistency function (Song et al. 2023): its ``x0``
+        prediction maps ``x_t`` to the end of its probability-flow trajectory, not to the
+        posterior mean."""
+        return self._output.boundary
 
     def coefficients(self, t: Tensor) -> dict[str, Tensor]:
         """``alpha, sigma, c_in, c_noise, c_skip, c_out`` at ``t: (B,)``, in float64 (``c_skip``
         is ``None`` where the parameterization has no skip term)."""
         t64 = t.detach().to(torch.float64)
         alpha, sigma = self.sde.alpha(t64), self.sde.sigma(t64)
-        c_skip, c_out = self._output.coefficients(alpha, sigma, self.sigma_data)
+        c_skip, c_out = self._output.at(alpha, sigma, self.sigma_data, self.sigma_min)
         return {
             "alpha": alpha,
             "sigma": sigma,
@@ -110,7 +121,8 @@ class ScoreModel(nn.Module):
         c = self.coefficients(t)
         x_in = (bcast(c["c_in"], x) * x).to(dtype)
         F = self.network(x_in, c["c_noise"].to(dtype), *args).to(x.dtype)
-        return self._output.output(x, F, c["alpha"], c["sigma"], self.sigma_data)
+        return self._output.output(x, F, c["alpha"], c["sigma"], self.sigma_data,
+                                   self.sigma_min)
 
     def under(self, other_sde: SDE) -> Model:
         """This model under another SDE (log-SNR matching,

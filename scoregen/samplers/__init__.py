@@ -12,11 +12,14 @@ import pkgutil
 from typing import Any
 
 from scoregen.samplers.registry import (
+    MODEL_KINDS,
     SAMPLERS,
     CapabilityError,
     applicable,
     check_applies,
+    check_model_kind,
     missing,
+    model_kind,
     register,
 )
 
@@ -36,19 +39,27 @@ def meta(name: str) -> dict[str, Any]:
     return SAMPLERS.meta(name)
 
 
-def list() -> list[str]:
-    """Names of all registered samplers."""
-    return SAMPLERS.list()
+def list(model: str | None = "denoiser") -> list[str]:
+    """Names of the registered samplers for a kind of model: ``denoiser`` (the default; what
+    sweeps and suites run on any model), ``consistency`` (samplers of consistency functions),
+    or ``None`` for every one."""
+    if model is not None and model not in MODEL_KINDS:
+        raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)} or None, got {model!r}")
+    return [n for n in SAMPLERS.list()
+            if model is None or SAMPLERS.meta(n).get("model", "denoiser") == model]
 
 
 __all__ = [
+    "MODEL_KINDS",
     "SAMPLERS",
     "CapabilityError",
     "applicable",
     "check_applies",
+    "check_model_kind",
     "get",
     "list",
     "meta",
     "missing",
+    "model_kind",
     "register",
 ]

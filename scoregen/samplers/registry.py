@@ -20,6 +20,11 @@ own steps), so benchmarks compare at equal NFE and tests check the declared orde
 by default the scalar kernel ``x_t = alpha x0 + sigma eps``, which every solver written in
 log-SNR or with the Gaussian posterior uses). :func:`check_applies` refuses an SDE that lacks
 one, naming it; the shared test suites pair SDEs and samplers by the same declarations.
+``model`` names the kind of model the sampler needs: ``denoiser`` (the default: any model
+whose ``x0_hat`` is the posterior mean, what every solver of the probability-flow ODE or the
+reverse SDE assumes) or ``consistency`` (a consistency function, whose ``x0_hat`` is the end
+of the trajectory; :func:`check_model_kind`). ``scoregen.samplers.list()`` gives the samplers
+for denoisers.
 """
 
 from __future__ import annotations
@@ -38,19 +43,41 @@ class CapabilityError(ValueError):
     """A sampler needs a capability the SDE does not offer; the message names it."""
 
 
+MODEL_KINDS = ("denoiser", "consistency")
+
+
 def register(
     name: str, *, order: float, stochastic: bool, nfe_per_step: int | None,
-    requires: tuple[str, ...] = (SCALAR_KERNEL,), **meta: Any
+    requires: tuple[str, ...] = (SCALAR_KERNEL,), model: str = "denoiser", **meta: Any
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Register a sampler function under ``name`` with its declared properties."""
     unknown = sorted(set(requires) - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"sampler {name!r} requires unknown capabilities {unknown}; known: "
                          f"{', '.join(CAPABILITIES)}")
+    if model not in MODEL_KINDS:
+        raise ValueError(f"sampler {name!r}: model must be one of {', '.join(MODEL_KINDS)}, "
+                         f"got {model!r}")
     return SAMPLERS.register(
         name, order=order, stochastic=stochastic, nfe_per_step=nfe_per_step,
-        requires=frozenset(requires), **meta
+        requires=frozenset(requires), model=model, **meta
     )
+
+
+def model_kind(model: Any) -> str:
+    """``consistency`` for a consistency function (a model with ``consistency = True``),
+    else ``denoiser``."""
+    return "consistency" if getattr(model, "consistency", False) else "denoiser"
+
+
+def check_model_kind(name: str, model: Any) -> None:
+    """Refuse a denoiser for a sampler that needs a consistency function."""
+    needs = SAMPLERS.meta(name).get("model", "denoiser")
+    if needs == "consistency" and model_kind(model) != "consistency":
+        raise ValueError(f"sampler {name!r} needs a consistency function (a model with a "
+                         "consistency parameterization, e.g. a student of `scoregen distill "
+                         "--method consistency`); this model is a denoiser: sample it with "
+                         "one of scoregen.samplers.list()")
 
 
 def missing(name: str, sde: SDE) -> list[str]:

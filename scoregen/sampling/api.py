@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from scoregen.models.prediction import Model
-from scoregen.samplers import SAMPLERS, check_applies
+from scoregen.samplers import SAMPLERS, check_applies, check_model_kind
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import TUNED, check_grid, time_grid
 from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
@@ -67,7 +67,7 @@ def sample(
     model: Model,
     sde: SDE,
     shape_or_xT: tuple[int, ...] | torch.Size | Tensor,
-    sampler: str = "ddim",
+    sampler: str | None = None,
     steps: int | None = 50,
     *,
     ts: Tensor | None = None,
@@ -95,10 +95,14 @@ def sample(
     Args:
         model: follows :class:`scoregen.models.prediction.Model` and targets ``sde``
             (re-target a model trained for another SDE with
-            :func:`scoregen.models.prediction.retarget`).
+            :func:`scoregen.models.prediction.retarget`), or a distilled student
+            (:func:`scoregen.training.distill.load_student`), which samples its own way at the
+            ``nfe`` (a budget) or ``steps`` (exactly) asked for: its ``sampling_plan(steps=,
+            nfe=)`` gives the model, sampler and grid.
         sde: the process to reverse.
         shape_or_xT: ``(B, *D)`` to draw ``x_T`` from the prior, or ``x_T`` itself.
-        sampler: a name from ``scoregen.samplers.list()``.
+        sampler: a name from ``scoregen.samplers.list()`` (default ``ddim``; a student's own
+            for a student).
         steps: grid size for :func:`~scoregen.sampling.grid.time_grid` (ignored if ``ts``
             or ``nfe`` is given).
         ts: an explicit descending grid instead of ``steps``/``spacing``/``denoise``.
@@ -132,6 +136,14 @@ def sample(
     A model that declares its ``data_shape`` (:class:`~scoregen.models.ScoreModel` does)
     refuses ``x_T`` of another event shape with a ``ValueError``.
     """
+    if hasattr(model, "sampling_plan"):  # a student: its own model, sampler and grid
+        if sampler is not None or ts is not None:
+            raise ValueError("a distilled student samples with its own sampler and grid: give "
+                             "nfe= (a budget) or steps= (exact), not sampler= or ts=")
+        plan = model.sampling_plan(steps=steps if nfe is None else None, nfe=nfe)
+        model, sampler, ts, nfe, opts = plan.model, plan.sampler, plan.ts, None, {
+            **plan.options, **opts}
+    sampler = "ddim" if sampler is None else sampler
     fn = SAMPLERS.get(sampler)
     check_applies(sampler, sde)
     check_options(sampler, fn, opts)
@@ -171,6 +183,7 @@ def sample(
         raise ValueError("give either an NFE budget nfe or an explicit time grid ts, not both")
     ts = check_grid(ts, sde).to(device)
 
+    check_model_kind(sampler, model)
     model = guide(model, cond, guidance, classifier=classifier, interval=guidance_interval,
                   threshold=threshold, batch=batch)
     denoiser = Denoiser(model, sde)

@@ -75,8 +75,11 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     from scoregen.models import build_network
     from scoregen.sde import get as get_sde
     from scoregen.training.config import save_config
-    from scoregen.training.objectives import build_objective
+    from scoregen.training.objectives import build_objective, needs_teacher
 
+    if needs_teacher(cfg.objective.name):
+        raise ValueError(f"objective {cfg.objective.name!r} distils a teacher: run `scoregen "
+                         "distill TEACHER --method ...` (or scoregen.distill) instead of train")
     out = Path(out_dir if out_dir is not None else cfg.train.out)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: continue the run, or "

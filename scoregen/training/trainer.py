@@ -184,6 +184,7 @@ class Trainer:
             raise ValueError(f"the objective was built for {objective.sde!r} but the model "
                              f"for {model.sde!r}; build it with the model's SDE")
         self.objective = objective.to(self.device)
+        self.objective.bind(self.model)
         self.state_shape = model.sde.state_shape(tuple(data[0].shape))
         self.loss: nn.Module = _Loss(self.model, self.objective)
         if self.ctx.distributed:
@@ -208,6 +209,8 @@ class Trainer:
         self.kept: list[Path] = []  # files --overwrite left because scoregen did not write them
         self.resume_changes: list[str] = []  # run-config keys changed on resume
         self._stream: Iterator[Tensor] | None = None
+        # the clock of max_seconds: wall time; time.process_time gives a CPU-time budget
+        self.clock: Callable[[], float] = time.perf_counter
 
     def trained_parameters(self) -> list[nn.Parameter]:
         """The model's parameters and the objective's own trainable ones (each once)."""
@@ -391,6 +394,7 @@ class Trainer:
         bar = tqdm(total=opt.steps, initial=self.step, desc="train",
                    disable=not (opt.progress and self.ctx.is_main), dynamic_ncols=True)
         start = t_log = time.perf_counter()
+        budget_start = self.clock()
         first_step, losses, n_log, value, rate = self.step, [], 0, float("nan"), 0.0
         stop = False  # the time limit was reached
         try:
@@ -399,7 +403,7 @@ class Trainer:
                 losses.append(value)
                 n_log += opt.batch_size
                 bar.update(1)
-                stop = 0 < opt.max_seconds <= time.perf_counter() - start
+                stop = 0 < opt.max_seconds <= self.clock() - budget_start
                 if self.step % opt.log_every == 0 or self.step == opt.steps or stop:
                     now = time.perf_counter()
                     rate = n_log / max(now - t_log, 1e-9)

@@ -40,7 +40,8 @@ class Setting:
 class Method:
     """A sampler to compare: ``draw`` maps ``x_T`` to samples and the counted NFE.
 
-    ``family`` is ``"scoregen"`` or the peer library's name; ``nfe_per_step`` is ``None``
+    ``family`` is ``"scoregen"``, the peer library's name, or ``"student"`` (a distilled
+    student, :mod:`~scoregen.evaluation.compare.students`); ``nfe_per_step`` is ``None``
     for solvers that pick their own steps (run at tolerances: ``tolerances`` when the
     sampler registers its own, as SDE solvers do, whose cost grows like ``tol^-2``, else
     :data:`DEFAULT_TOLERANCES`). ``steps_for(sde, state_shape, budget)`` plans a budget
@@ -57,6 +58,15 @@ class Method:
     tolerances: tuple[float, ...] = DEFAULT_TOLERANCES
     per_sample_seeds: bool = False  # draw(..., seeds=...) gives sample k its own seed
     steps_for: Callable[[SDE, tuple[int, ...], int], int | None] | None = None
+    # a method deterministic at some settings only (a consistency student at 1 step): which
+    deterministic: Callable[[Setting], bool] | None = None
+    # what a learned method cost to make, at a setting (students: teacher NFE, steps, time)
+    cost: Callable[[Setting], dict[str, float]] | None = None
+
+    def deterministic_at(self, setting: Setting) -> bool:
+        """Whether the samples at ``setting`` are a deterministic map of ``x_T``."""
+        return self.deterministic(setting) if self.deterministic is not None else (
+            not self.stochastic)
 
     @property
     def adaptive(self) -> bool:

@@ -21,6 +21,12 @@ from torch import Tensor
 from scoregen.evaluation.compare.sweep import Comparison
 
 HIGHER_IS_BETTER = ("class_acc",)
+GROUPS = ("scoregen", "peer", "student")  # each marks its best: **bold**, _italics_, **_both_**
+MARKS = {"scoregen": "**{}**", "peer": "_{}_", "student": "**_{}_**"}
+
+
+def _group(family: str) -> str:
+    return family if family in ("scoregen", "student") else "peer"
 
 
 def _score(value: float) -> float:
@@ -77,8 +83,8 @@ def markdown(comp: Comparison) -> str:
     lines = [f"# Sampler comparison: {p['name']}", "",
              f"{p['n']} samples per run ({p['dtype']}), seed {s['seed']}, machine: {p['machine']}. "
              "NFE is counted; a number in parentheses is the counted NFE where it differs from "
-             "the budget. **Bold**: best scoregen sampler at that budget; _italics_: best peer "
-             "(by the size of the error).", ""]
+             "the budget. **Bold**: best scoregen sampler at that budget; _italics_: best peer; "
+             "**_bold italics_**: best distilled student (by the size of the error).", ""]
     if comp.floor:
         floor = ", ".join(f"{k} {_cell(v)}" for k, v in comp.floor.items())
         lines += ["Noise floor (the metric between two independent sets of real or exact "
@@ -88,13 +94,13 @@ def markdown(comp: Comparison) -> str:
                  if metric in HIGHER_IS_BETTER else f"{metric} (closer to 0 is better)")
         lines += [f"## {title}", "", "| sampler | " + " | ".join(f"{b}" for b in budgets) + " |",
                   "|---|" + "---|" * len(budgets)]
-        best: dict[tuple[int, bool], str] = {}
+        best: dict[tuple[int, str], str] = {}
         if metric != "seconds":
             for b in budgets:
-                for peer in (False, True):
-                    rows = [r for r in fixed if r.budget == b and (r.family != "scoregen") == peer]
+                for group in GROUPS:
+                    rows = [r for r in fixed if r.budget == b and _group(r.family) == group]
                     if rows:
-                        best[b, peer] = min(rows, key=lambda r: _score(
+                        best[b, group] = min(rows, key=lambda r: _score(
                             _oriented(metric, r.metrics[metric]))).method
         for name in names:
             cells = []
@@ -105,11 +111,12 @@ def markdown(comp: Comparison) -> str:
                     continue
                 v = r.seconds if metric == "seconds" else r.metrics[metric]
                 text = f"{v:.3g}" if metric == "seconds" else _cell(v)
-                if best.get((b, r.family != "scoregen")) == name:
-                    text = f"_{text}_" if r.family != "scoregen" else f"**{text}**"
+                if best.get((b, _group(r.family))) == name:
+                    text = MARKS[_group(r.family)].format(text)
                 cells.append(text + (f" ({r.nfe})" if r.nfe != b else ""))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _endpoint_table(fixed, budgets) + _cost_table(fixed)
     tol = [r for r in comp.records if r.budget is None]
     if tol:
         lines += ["## self-stepping samplers (tolerance -> counted NFE)", "",
@@ -123,15 +130,77 @@ def markdown(comp: Comparison) -> str:
     return "\n".join(lines)
 
 
+def _endpoint_table(fixed: list, budgets: list[int]) -> list[str]:
+    """Endpoint error (deterministic methods, against the teacher's ODE map of the same
+    ``x_T``): method x budget, best of each group marked."""
+    rows = [r for r in fixed if "endpoint" in r.metrics]
+    if not rows:
+        return []
+    lines = ["## endpoint error (deterministic methods; closer to 0 is better)", "",
+             "Mean distance of each sample to the teacher's probability-flow ODE map of the "
+             "same x_T (exact on the oracle, else dopri5 at rtol = atol = 1e-5).", "",
+             "| method | " + " | ".join(map(str, budgets)) + " |", "|---|" + "---|" * len(budgets)]
+    best = {}
+    for b in budgets:
+        for group in GROUPS:
+            found = [r for r in rows if r.budget == b and _group(r.family) == group]
+            if found:
+                best[b, group] = min(found, key=lambda r: _score(r.metrics["endpoint"])).method
+    for name in dict.fromkeys(r.method for r in rows):
+        cells = []
+        for b in budgets:
+            r = next((r for r in rows if r.method == name and r.budget == b), None)
+            if r is None:
+                cells.append("")
+                continue
+            text = _cell(r.metrics["endpoint"])
+            if best.get((b, _group(r.family))) == name:
+                text = MARKS[_group(r.family)].format(text)
+            cells.append(text + (f" ({r.nfe})" if r.nfe != b else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _cost_table(fixed: list) -> list[str]:
+    """What each student cost at the NFE it ran at: teacher evaluations (summed over
+    examples), optimizer steps, wall and CPU seconds of the stages its model came from; NFE
+    with the same cost share a row."""
+    rows = [r for r in fixed if r.cost is not None]
+    if not rows:
+        return []
+    lines = ["## what the students cost", "",
+             "Teacher NFE: network evaluations of the teacher (and of earlier students acting "
+             "as teachers) summed over training examples and pairs; steps: optimizer steps; "
+             "seconds: wall time of the training and generation; CPU s: CPU time of the "
+             "process (on a shared machine the budget that does not depend on other work).", "",
+             "| student | NFE | teacher NFE | steps | seconds | CPU s |",
+             "|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[int]] = {}
+    for r in rows:
+        c = r.cost
+        key = (r.method, c["teacher_rows"], c["steps"], c["seconds"], c.get("cpu_seconds", 0.0))
+        groups.setdefault(key, [])
+        if r.nfe not in groups[key]:
+            groups[key].append(r.nfe)
+    for (method, teacher, steps, seconds, cpu), nfes in groups.items():
+        lines.append(f"| {method} | {', '.join(map(str, sorted(nfes)))} | {teacher:.3g} | "
+                     f"{steps:.0f} | {seconds:.0f} | {cpu:.0f} |")
+    return [*lines, ""]
+
+
 def write_csv(comp: Comparison, path: Path) -> None:
     """The records as CSV at ``path`` (a temporary file of :func:`write_outputs`)."""
     metrics = comp.problem["metrics"]
+    costs = ("teacher_rows", "steps", "seconds", "cpu_seconds")
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "family", "budget", "steps", "tolerance", "nfe", "seconds", *metrics])
+        w.writerow(["method", "family", "budget", "steps", "tolerance", "nfe", "seconds", *metrics,
+                    "endpoint", *(f"cost_{k}" for k in costs)])
         for r in comp.records:
             w.writerow([r.method, r.family, r.budget, r.steps, r.tolerance, r.nfe,
-                        f"{r.seconds:.6g}", *(f"{r.metrics[m]:.6g}" for m in metrics)])
+                        f"{r.seconds:.6g}", *(f"{r.metrics[m]:.6g}" for m in metrics),
+                        f"{r.metrics['endpoint']:.6g}" if "endpoint" in r.metrics else "",
+                        *(f"{r.cost.get(k, 0.0):.6g}" if r.cost else "" for k in costs)])
 
 
 def plot_quality(comp: Comparison, path: Path) -> None:
@@ -140,23 +209,29 @@ def plot_quality(comp: Comparison, path: Path) -> None:
 
     from scoregen.infra.plotting import render
 
-    metrics = comp.problem["metrics"]
+    metrics = list(comp.problem["metrics"])
+    if any("endpoint" in r.metrics for r in comp.records) and "endpoint" not in metrics:
+        metrics.append("endpoint")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
     names = list(dict.fromkeys(r.method for r in comp.records))
     colors = plt.get_cmap("tab20")
+    style = {"scoregen": ("-", "o", 4), "peer": ("--", "x", 4), "student": ("-.", "*", 11)}
     for ax, metric in zip(axes[0], metrics, strict=True):
         for i, name in enumerate(names):
-            rows = sorted((r for r in comp.records if r.method == name), key=lambda r: r.nfe)
-            peer = rows[0].family != "scoregen"
+            rows = sorted((r for r in comp.records if r.method == name and metric in r.metrics),
+                          key=lambda r: r.nfe)
+            if not rows:
+                continue
+            ls, marker, ms = style[_group(rows[0].family)]
             ax.plot([r.nfe for r in rows], [abs(r.metrics[metric]) for r in rows],
-                    ls="--" if peer else "-", marker="x" if peer else "o", ms=4,
-                    color=colors(i % 20), label=name)
+                    ls=ls, marker=marker, ms=ms, color=colors(i % 20), label=name)
         if metric in comp.floor:
             ax.axhline(abs(comp.floor[metric]), color="0.5", ls=":", label="noise floor")
         ax.set(xscale="log", yscale="log", xlabel="NFE (counted)",
                ylabel=f"|{metric}|" if metric == "nll_gap" else metric, title=metric)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    handles, labels = axes[0][0].get_legend_handles_labels()  # every method is in the first
+    axes[0][-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(comp.problem["name"], fontsize=10)
     fig.tight_layout()
     render(fig, path, dpi=110)

@@ -37,6 +37,7 @@ class Record:
     nfe: int
     seconds: float
     metrics: dict[str, float]
+    cost: dict[str, float] | None = None  # a student's: teacher NFE, optimizer steps, seconds
 
 
 @dataclass
@@ -79,6 +80,17 @@ def shown_budget(budgets: Sequence[int], show_nfe: int | None = None) -> int:
     if not budgets or budgets[0] < 1:
         raise ValueError(f"NFE budgets must be positive integers, got {budgets}")
     return show_nfe or min(budgets, key=lambda b: abs(math.log(b / 20)))
+
+
+def endpoint_error(x: Tensor, reference: Tensor) -> float:
+    """Mean over samples of ``|x_k - ref_k|`` (Euclidean norm): the distance of a deterministic
+    method's samples to the reference ODE map of the same ``x_T`` (NaN for non-finite
+    samples)."""
+    x = x.detach().to(torch.float64).cpu()
+    if not torch.isfinite(x).all():
+        return math.nan
+    ref = reference[: len(x)].to(x)
+    return float((x - ref).flatten(1).norm(dim=1).mean())
 
 
 @torch.no_grad()  # peers' loops call the model as is: without this each step keeps its graph
@@ -132,8 +144,13 @@ def run_comparison(
         start = time.perf_counter()
         x, nfe = draw_sharded(m, problem, x_T, setting, seed)
         seconds = time.perf_counter() - start
+        scores = evaluate(x, problem, seed) if main else {}
+        if main and problem.labels is None and problem.endpoint_reference is not None and (
+                m.deterministic_at(setting)):
+            scores["endpoint"] = endpoint_error(x, problem.endpoint_reference)
         comp.records.append(Record(m.name, m.family, budget, setting.steps, setting.tolerance,
-                                   int(nfe), seconds, evaluate(x, problem, seed) if main else {}))
+                                   int(nfe), seconds, scores,
+                                   None if m.cost is None else m.cost(setting)))
         middle = m.adaptive and setting.tolerance == listed[m.name][len(listed[m.name]) // 2]
         if (budget == show or middle) and main:
             comp.samples[m.name] = x.detach().float().cpu()

@@ -11,6 +11,10 @@ a new module in this package (see ``docs/adding-an-objective.md``).
 - ``min_snr`` (:mod:`.min_snr`): the min-SNR-gamma weighted eps error of Hang et al. 2023.
 - ``hsm`` (:mod:`.hsm`): hybrid score matching of critically-damped Langevin diffusion.
 - ``vdm`` (:mod:`.vdm`): the continuous-time variational bound, training a learned schedule.
+- ``progressive`` (:mod:`.progressive`): progressive distillation (Salimans & Ho 2022).
+- ``consistency_distillation``, ``consistency_training`` (:mod:`.consistency`): consistency
+  models (Song et al. 2023; Song & Dhariwal 2023; Geng et al. 2024).
+- ``reflow`` (:mod:`.reflow`): rectified flow on coupled pairs (Liu et al. 2022).
 - ``auto``: the process's own (``SDE.default_objective``): ``ddpm`` on the discrete DDPM
   process, ``hsm`` on ``cld``, ``vdm`` on the learned schedule, ``dsm`` otherwise.
 """
@@ -23,9 +27,11 @@ import pkgutil
 from scoregen.training.objectives.base import (
     AUTO,
     OBJECTIVES,
+    TEACHER,
     Objective,
     build_objective,
     eps_error,
+    needs_teacher,
     objective_options,
     random_batch,
     register,
@@ -39,9 +45,11 @@ for _mod in pkgutil.iter_modules(__path__):
 __all__ = [
     "AUTO",
     "OBJECTIVES",
+    "TEACHER",
     "Objective",
     "build_objective",
     "eps_error",
+    "needs_teacher",
     "objective_options",
     "random_batch",
     "register",

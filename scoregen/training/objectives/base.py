@@ -16,6 +16,14 @@ An objective is an ``nn.Module``: its own parameters (if any) are trained with t
 its state (e.g. a target network) is saved in checkpoints, and :meth:`Objective.after_step`
 runs after every optimizer step. ``requires`` names the SDE capabilities it needs
 (:data:`scoregen.sde.base.CAPABILITIES`), checked when it is built.
+
+**Objectives with a teacher** (distillation, :mod:`scoregen.training.distill`) register with
+``teacher=True`` and take the teacher model as the keyword ``teacher`` (not an option a
+config can set: :func:`objective_options` leaves it out). They are built with a teacher by
+``scoregen distill``; built without one (a config being validated) they raise when asked for
+a loss. ``student="consistency"`` in the registration says the student is a consistency
+function (a ``consistency`` parameterization), ``data="pairs"`` that each training example is
+a coupled pair ``(x0, z)`` stacked as ``(2, *D)``; the shared suite reads both.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from scoregen.training.batches import Batch
 
 OBJECTIVES: Registry[type] = Registry("objective")
 AUTO = "auto"  # the SDE's own objective (SDE.default_objective: ddpm, hsm, vdm or dsm)
+TEACHER = "teacher"  # the keyword of objectives registered with teacher=True
 
 
 class Objective(nn.Module):
@@ -69,6 +78,10 @@ class Objective(nn.Module):
     def after_step(self, model: Model, step: int) -> None:
         """Called after each optimizer step (``step``: steps done); nothing by default."""
 
+    def bind(self, model: Model) -> None:
+        """Called once with the model to be trained, before any step or resume (e.g. to copy
+        it as a target network whose state the checkpoints then hold); nothing by default."""
+
 
 def register(name: str, **meta: Any) -> Callable[[type], type]:
     """Class decorator: register an :class:`Objective` subclass as ``name`` (written once).
@@ -88,10 +101,17 @@ def register(name: str, **meta: Any) -> Callable[[type], type]:
 
 def objective_options(name: str) -> dict[str, Any]:
     """``{option: default}`` of objective ``name``: its ``__init__``'s keyword arguments after
-    the SDE (the one place the choices are written; configs are checked against them)."""
+    the SDE (the one place the choices are written; configs are checked against them); a
+    teacher is not an option."""
     params = inspect.signature(OBJECTIVES.get(name).__init__).parameters
     return {k: p.default for k, p in params.items()
-            if k not in ("self", "sde") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+            if k not in ("self", "sde", TEACHER)
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def needs_teacher(name: str) -> bool:
+    """Whether objective ``name`` distils a teacher (registered with ``teacher=True``)."""
+    return name != AUTO and bool(OBJECTIVES.meta(name).get(TEACHER))
 
 
 def resolve_name(name: str, sde: SDE) -> str:
@@ -104,15 +124,20 @@ def resolve_name(name: str, sde: SDE) -> str:
     return name
 
 
-def build_objective(name: str, sde: SDE, **options: Any) -> Objective:
-    """The objective ``name`` (or ``auto``) for ``sde`` with ``options``; unknown options are a
-    ``ValueError`` naming the known ones."""
+def build_objective(name: str, sde: SDE, teacher: Model | None = None,
+                    **options: Any) -> Objective:
+    """The objective ``name`` (or ``auto``) for ``sde`` with ``options`` (and ``teacher`` for an
+    objective that distils one); unknown options are a ``ValueError`` naming the known ones."""
     name = resolve_name(name, sde)
     known = objective_options(name)
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"objective {name!r} has no option {', '.join(map(repr, unknown))}; "
                          f"its options: {', '.join(known) or '(none)'}")
+    if needs_teacher(name):
+        options[TEACHER] = teacher
+    elif teacher is not None:
+        raise ValueError(f"objective {name!r} takes no teacher")
     return OBJECTIVES.get(name)(sde, **options)
 
 
@@ -143,9 +168,11 @@ def random_batch(x0: Tensor, seed: int = 0, cond: Tensor | None = None, step: in
 __all__ = [
     "AUTO",
     "OBJECTIVES",
+    "TEACHER",
     "Objective",
     "build_objective",
     "eps_error",
+    "needs_teacher",
     "objective_options",
     "random_batch",
     "register",
