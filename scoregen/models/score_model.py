@@ -59,9 +59,17 @@ class ScoreModel(nn.Module):
         self.parameterization = prediction
         self.prediction = self._output.reports
         self.sigma_data = float(sigma_data)
-        t_min = torch.tensor(sde.t_min, dtype=torch.float64)
-        # the noise level sigma/alpha at t_min, where a consistency function is the identity
-        self.sigma_min = float(sde.sigma(t_min) / sde.alpha(t_min))
+
+    @property
+    def sigma_min(self) -> float | None:
+        """The noise level ``sigma(t_min) / alpha(t_min)`` where a consistency function is the
+        identity; ``None`` for other parameterizations (read at each call: a learned schedule
+        moves it)."""
+        if not self._output.boundary:
+            return None
+        t_min = torch.tensor(self.sde.t_min, dtype=torch.float64)
+        with torch.no_grad():
+            return float(self.sde.sigma(t_min) / self.sde.alpha(t_min))
 
     @property
     def consistency(self) -> bool:
