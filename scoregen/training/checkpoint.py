@@ -10,10 +10,12 @@ A run folder looks like::
     RUN/checkpoints/step_000500/checkpoint.json
 
 ``weights.safetensors`` holds every tensor: ``model.*`` (raw weights), ``ema.*`` (EMA
-weights), ``optim.<param>.<name>`` (optimizer state) and ``rng.<name>`` (random generator
-states as uint8 tensors). ``checkpoint.json`` holds the rest: model config (network, SDE,
-prediction), the run config, the training step, the optimizer's param groups and scalar
-state, versions of scoregen and torch, and the size and SHA-256 of the weights file.
+weights), ``optim.<param>.<name>`` (optimizer state), ``rng.<name>`` (random generator
+states as uint8 tensors) and, when the run tracks post-hoc EMA widths, ``phema.<i>.*`` (the
+power-function averages, :mod:`scoregen.training.posthoc_ema`). ``checkpoint.json`` holds
+the rest: model config (network, SDE, prediction), the run config, the training step, the
+optimizer's param groups and scalar state, versions of scoregen and torch, and the size and
+SHA-256 of the weights file.
 
 A checkpoint is written in a temporary folder and moved into place with ``os.replace``, so a
 crash never leaves a half-written checkpoint under its final name; ``LATEST`` is replaced the
@@ -100,12 +102,15 @@ def save_checkpoint(
     run_config: dict[str, Any] | None = None,
     keep: int | None = None,
     objective: nn.Module | None = None,
+    extra: dict[str, Tensor] | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/step_XXXXXX`` atomically, point ``root/LATEST`` at it, keep the newest
     ``keep`` checkpoints. ``model`` (and ``ema``) must have a ``config()`` method
     (:class:`~scoregen.models.ScoreModel`); the training objective's own state (e.g. a target
-    network), when it has one, is saved as the group ``objective``. Returns the checkpoint
-    folder."""
+    network), when it has one, is saved as the group ``objective``; ``extra`` adds tensors
+    under their own group prefix (e.g. ``phema.*``, the post-hoc EMA averages) and
+    ``extra_meta`` keys to ``checkpoint.json``. Returns the checkpoint folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -121,6 +126,7 @@ def save_checkpoint(
         opt_tensors, optim_meta = _flatten_optimizer(optimizer)
         tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous() for k, v in (rng or {}).items()})
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
 
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -134,6 +140,7 @@ def save_checkpoint(
         "has_objective_state": bool(objective_state),
         "optimizer": optim_meta,
         "run_config": run_config,
+        **(extra_meta or {}),
         "versions": {"scoregen": __version__, "torch": torch.__version__},
         "files": {WEIGHTS: {"bytes": (tmp / WEIGHTS).stat().st_size,
                             "sha256": _sha256(tmp / WEIGHTS)}},

@@ -91,6 +91,10 @@ class TrainConfig:
         accumulate: micro-batches per step on each process (gradient accumulation).
         warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
         ema_decay: EMA decay of the weights used for sampling.
+        ema_sigma_rel: widths of power-function EMAs to track for post-hoc EMA (EDM2; e.g.
+            ``[0.05, 0.1]``; empty: none), written as snapshots every
+            ``ema_snapshot_every`` steps (0: at every checkpoint) and reconstructed at any
+            width by ``scoregen ema`` (:mod:`scoregen.training.posthoc_ema`).
         seed: seeds the model init (in :func:`build_trainer`) and every training draw.
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
@@ -118,6 +122,8 @@ class TrainConfig:
     warmup: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_sigma_rel: list[float] = field(default_factory=list)
+    ema_snapshot_every: int = 0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -186,6 +192,10 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "warmup"): _NONNEG,
     ("train", "grad_clip"): _NONNEG,
     ("train", "ema_decay"): ((lambda v: 0 <= v < 1), "must lie in [0, 1)"),
+    ("train", "ema_sigma_rel"): ((lambda v: isinstance(v, list) and all(
+        isinstance(s, int | float) and 0 < s < 0.2886 for s in v)),
+        "must be a list of widths in (0, 0.2886), e.g. [0.05, 0.1]"),
+    ("train", "ema_snapshot_every"): _NONNEG,
     ("train", "precision"): _choice("auto", "fp32", "bf16"),
     ("train", "threads"): _NONNEG,
     ("train", "log_every"): _POSITIVE,

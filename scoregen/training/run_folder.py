@@ -10,7 +10,8 @@ A run folder (``train.out``) belongs to one run at a time, and its files to that
   fix (``--break-lock``, or deleting the file); a lock from another host cannot be checked
   and is reported as such.
 - **Fresh, resume, overwrite** (:func:`prepare`). A fresh run refuses a folder that already
-  holds a run (checkpoints, ``log.csv``, ``config.yaml`` or ``samples/``); ``resume``
+  holds a run (checkpoints, ``log.csv``, ``config.yaml``, ``samples/``, post-hoc EMA
+  ``ema_snapshots/`` or reconstructions ``ema/``); ``resume``
   continues from its newest checkpoint (and starts fresh in an empty folder);
   ``overwrite`` deletes the run's own files first (never other files in the folder).
 - **Leftovers.** Temporary ``.tmp-*`` / ``.old-*`` folders and files that a killed writer
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 LOCK = ".lock"
-RUN_FILES = ("checkpoints", "log.csv", "config.yaml", "samples")
+RUN_FILES = ("checkpoints", "log.csv", "config.yaml", "samples", "ema_snapshots", "ema")
 MODES = ("fresh", "resume", "overwrite")
 
 
@@ -147,7 +148,7 @@ def run_files(run_dir: Path) -> list[Path]:
 def clean_leftovers(run_dir: Path) -> list[Path]:
     """Delete temporary ``.tmp-*`` / ``.old-*`` entries a killed writer left; returns them."""
     found = []
-    for folder in (run_dir / "checkpoints", run_dir):
+    for folder in (run_dir / "checkpoints", run_dir / "ema_snapshots", run_dir):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
