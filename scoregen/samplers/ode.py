@@ -49,6 +49,7 @@ from torchdiffeq import odeint
 
 from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SCALAR_KERNEL
 
 DOPRI5_FINAL_NODES = 5  # nodes tau_N * 2^k, k < 5, of ode_dopri5's final interval
 
@@ -209,4 +210,5 @@ for _method, _nfe, _order, _final in (("euler", 1, 1, "jump"), ("midpoint", 2, 2
         _fixed_grid(_method, _order, _final)
     )
 register("ode_dopri5", order=5, stochastic=False, nfe_per_step=None,
-         tolerance_options=("rtol", "atol"))(_adaptive("dopri5", DOPRI5_FINAL_NODES))
+         tolerance_options=("rtol", "atol"), requires=(SCALAR_KERNEL, FINITE_TERMINAL_SNR))(
+    _adaptive("dopri5", DOPRI5_FINAL_NODES))

@@ -45,12 +45,16 @@ Params = dict[str, Any]
 CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that check their times
 
 SCALAR_KERNEL = "scalar_kernel"
+FINITE_TERMINAL_SNR = "finite_terminal_snr"
 #: What a process may offer beyond drift, diffusion, the prior and the kernel operations
 #: (which every process has), and what needs it.
 CAPABILITIES: dict[str, str] = {
     SCALAR_KERNEL: "a perturbation kernel x_t = alpha(t) x0 + sigma(t) eps with scalar alpha "
                    "and sigma, so log-SNR is defined (exponential integrators, DDIM, ancestral "
                    "steps, log-SNR grids, re-targeting)",
+    FINITE_TERMINAL_SNR: "alpha(T) > 0, so the log-SNR, the drift and the x0 of an eps "
+                         "prediction are finite at T (a solver that chooses its own steps "
+                         "from T; a process rescaled to zero terminal SNR lacks it)",
 }
 
 
@@ -91,7 +95,7 @@ class SDE:
 
     name: str = "sde"
     default_spacing: str = "logsnr"
-    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL})
+    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL, FINITE_TERMINAL_SNR})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every ``alpha``/``sigma``/``f``/``g2``/``log_snr`` a subclass defines checks its
@@ -152,15 +156,7 @@ class SDE:
 
         Subclasses with a closed form override this; the shared tests check the round trip.
         """
-        lam64 = lam.detach().to(torch.float64)
-        lo = torch.zeros_like(lam64)
-        hi = torch.full_like(lam64, self.T)
-        for _ in range(64):
-            mid = 0.5 * (lo + hi)
-            too_noisy = self.log_snr(mid) < lam64  # lambda decreases: answer lies below mid
-            hi = torch.where(too_noisy, mid, hi)
-            lo = torch.where(too_noisy, lo, mid)
-        return (0.5 * (lo + hi)).to(lam.dtype)
+        return bisect_log_snr(self.log_snr, lam, self.T)
 
     def alpha_from_log_snr(self, lam: Tensor) -> Tensor:
         """``alpha`` at the time whose log-SNR is ``lam`` (then ``sigma = alpha e^{-lam}``).
@@ -319,6 +315,19 @@ class SDE:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if not isinstance(v, list))
         return f"{type(self).__name__}({args})"
+
+
+def bisect_log_snr(log_snr: Callable[[Tensor], Tensor], lam: Tensor, T: float) -> Tensor:
+    """The time in ``[0, T]`` where the decreasing ``log_snr`` equals ``lam``, by bisection."""
+    lam64 = lam.detach().to(torch.float64)
+    lo = torch.zeros_like(lam64)
+    hi = torch.full_like(lam64, T)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        too_noisy = log_snr(mid) < lam64  # lambda decreases: answer lies below mid
+        hi = torch.where(too_noisy, mid, hi)
+        lo = torch.where(too_noisy, lo, mid)
+    return (0.5 * (lo + hi)).to(lam.dtype)
 
 
 def _time_derivative(fn, t: Tensor) -> Tensor:

@@ -30,6 +30,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from scoregen.models.prediction import PARAMETERIZATIONS
+from scoregen.sde.base import FINITE_TERMINAL_SNR
 
 
 class ConfigError(ValueError):
@@ -207,7 +208,7 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "label_dropout"): ((lambda v: v is None or 0 <= v <= 1), "must lie in [0, 1]"),
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
-    ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
+    ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm", "trailing"),
 }
 
 
@@ -388,6 +389,9 @@ def _check_consistency(cfg: Config) -> None:
         sde = get(cfg.sde.name, **cfg.sde.options)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"sde: {err.args[0] if err.args else err}") from None
+    if not sde.capabilities >= {FINITE_TERMINAL_SNR} and cfg.model.prediction in ("eps", "edm"):
+        raise ConfigError(f"model.prediction: {cfg.model.prediction!r} cannot give x0 where "
+                          "alpha(T) = 0 (sde.zero_terminal_snr); use v (Lin et al. 2024) or x0")
     try:
         build_objective(cfg.objective.name, sde, **cfg.objective.options)
     except (TypeError, ValueError, KeyError) as err:
