@@ -272,8 +272,28 @@ def test_every_objective_prefers_the_exact_score_and_trains(name: str, sde_name:
 
 def test_options_come_from_the_signature_and_unknown_ones_are_refused() -> None:
     assert objective_options("dsm") == {"weighting": "sigma2", "t_sampling": "uniform",
-                                        "p_mean": -1.2, "p_std": 1.2}
+                                        "p_mean": -1.2, "p_std": 1.2, "offset_noise": 0.0}
     with pytest.raises(ValueError, match="no option 'gamma'; its options: weighting"):
         build_objective("dsm", scoregen.sde.get("vp"), gamma=1.0)
     with pytest.raises(KeyError, match="known objectives: ddpm, dsm"):
         build_objective("nope", scoregen.sde.get("vp"))
+
+
+def test_offset_noise_adds_one_constant_per_channel() -> None:
+    """eps' - eps is constant over each image channel, N(0, c^2) across examples and channels,
+    independent of eps, the same for the same batch; c = 0 leaves the loss unchanged."""
+    sde = scoregen.sde.get("vp")
+    batch = random_batch(torch.zeros(4000, 3, 4, 4), 3)
+    offset = DSM(sde, offset_noise=0.2).noise(batch) - batch.eps
+    assert torch.allclose(offset, offset[:, :, :1, :1].expand_as(offset), atol=1e-6)
+    per_channel = offset[:, :, 0, 0]
+    assert abs(float(per_channel.std()) - 0.2) < 0.01 and abs(float(per_channel.mean())) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([per_channel[:, 0], per_channel[:, 1]]))[0, 1])
+               ) < 0.05
+    assert torch.equal(DSM(sde, offset_noise=0.2).noise(batch), batch.eps + offset)
+    vectors = random_batch(torch.zeros(8, 5), 3)
+    shift = DSM(sde, offset_noise=0.2).noise(vectors) - vectors.eps
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6)
+    assert DSM(sde).noise(batch) is batch.eps
+    with pytest.raises(ValueError, match="offset_noise must be >= 0"):
+        DSM(sde, offset_noise=-0.1)
