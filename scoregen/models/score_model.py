@@ -125,6 +125,10 @@ def build_model(config: dict[str, Any]) -> ScoreModel:
     from scoregen.models.registry import build_network
     from scoregen.sde import from_config
 
+    if config.get("kind") == "classifier":
+        raise ValueError("this is a noise-conditional classifier, not a score model; use it "
+                         "for classifier guidance (scoregen sample RUN --classifier CLF_RUN, "
+                         "scoregen.training.checkpoint.load_classifier)")
     net_cfg = dict(config["network"])
     net = build_network(net_cfg.pop("name"), net_cfg.pop("shape"), **net_cfg)
     return ScoreModel(net, from_config(config["sde"]), config.get("prediction", "eps"),

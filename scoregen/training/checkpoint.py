@@ -278,6 +278,26 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     return model.to(device).eval()
 
 
+def load_classifier(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"):
+    """The :class:`~scoregen.models.classifier.NoisyClassifier` of a classifier run or
+    checkpoint (``objective.name: classifier``), in eval mode, EMA weights by default."""
+    from scoregen.models.classifier import build_classifier
+
+    ckpt = read_checkpoint(path)
+    if ckpt.meta["model"].get("kind") != "classifier":
+        raise CheckpointError(f"{ckpt.path / META} holds a score model, not a noise-conditional "
+                              "classifier; train one with objective.name: classifier "
+                              "(configs/digits_classifier.yaml)")
+    try:
+        clf = build_classifier(ckpt.meta["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path / META}: cannot rebuild the classifier: {err}"
+                              ) from None
+    prefix = "ema" if ema and ckpt.meta.get("has_ema") else "model"
+    load_state(clf, ckpt.group(prefix), ckpt.path / WEIGHTS)
+    return clf.to(device).eval()
+
+
 def load_state(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming ``source``."""
     try:
@@ -310,6 +330,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "find_checkpoint",
+    "load_classifier",
     "load_model",
     "load_state",
     "read_checkpoint",

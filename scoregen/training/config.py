@@ -389,7 +389,19 @@ def _check_consistency(cfg: Config) -> None:
         sde = get(cfg.sde.name, **cfg.sde.options)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"sde: {err.args[0] if err.args else err}") from None
-    if not sde.capabilities >= {FINITE_TERMINAL_SNR} and cfg.model.prediction in ("eps", "edm"):
+    from scoregen.models import NETWORKS
+    from scoregen.training.objectives import OBJECTIVES, resolve_name
+
+    classifier_net = NETWORKS.meta(cfg.model.network).get("kind") == "classifier"
+    classifier_loss = OBJECTIVES.meta(resolve_name(cfg.objective.name, sde)).get(
+        "model") == "classifier"
+    if classifier_net != classifier_loss:
+        raise ConfigError(
+            f"model.network {cfg.model.network!r} and objective.name {cfg.objective.name!r} "
+            "do not fit: a noise-conditional classifier is network 'classifier' with objective "
+            "'classifier' (and model.num_classes); a score model takes any other pair")
+    if (not sde.capabilities >= {FINITE_TERMINAL_SNR} and not classifier_net
+            and cfg.model.prediction in ("eps", "edm")):
         raise ConfigError(f"model.prediction: {cfg.model.prediction!r} cannot give x0 where "
                           "alpha(T) = 0 (sde.zero_terminal_snr); use v (Lin et al. 2024) or x0")
     try:
