@@ -118,7 +118,7 @@ def test_idx_round_trip_and_fashion_mnist(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST file t10k.*data\.root"):
         load_dataset("fashion_mnist", "test", root=str(root))
     write_idx(root / "train-labels-idx1-ubyte.gz", labels[:3])
-    with pytest.raises(DataError, match="3,.*labels for 5 images"):
+    with pytest.raises(DataError, match=r"3,.*labels for 5 images"):
         load_dataset("fashion_mnist", root=str(root), labels=True)
     with pytest.raises(ValueError, match="unsigned bytes"):
         write_idx(tmp_path / "c-idx1-ubyte", np.zeros(3, np.float32))
