@@ -140,3 +140,15 @@ def test_nfe_budget_counts_the_first_step() -> None:
     for sampler in ("heun", "dpm_solver++_single", "ddim"):
         res = scoregen.sample(model, sde, (8, 2), sampler, nfe=9)
         assert 7 <= res.nfe <= 9, (sampler, res.nfe)
+
+
+def test_likelihood_estimators_refuse_zero_terminal_snr() -> None:
+    from scoregen.evaluation.bound import variational_bound
+    from scoregen.evaluation.likelihood import log_likelihood
+
+    sde = _zts("vp")
+    model = analytic.preset("ring8").model(sde, "v")
+    with pytest.raises(ValueError, match="infinite drift at T"):
+        log_likelihood(model, sde, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="infinite range"):
+        variational_bound(model, sde, torch.zeros(4, 2))
