@@ -274,7 +274,8 @@ def test_every_objective_prefers_the_exact_score_and_trains(name: str, sde_name:
 
 def test_options_come_from_the_signature_and_unknown_ones_are_refused() -> None:
     assert objective_options("dsm") == {"weighting": "sigma2", "t_sampling": "uniform",
-                                        "p_mean": -1.2, "p_std": 1.2, "offset_noise": 0.0}
+                                        "p_mean": -1.2, "p_std": 1.2, "offset_noise": 0.0,
+                                        "dequantize": 0.0}
     with pytest.raises(ValueError, match="no option 'gamma'; its options: weighting"):
         build_objective("dsm", scoregen.sde.get("vp"), gamma=1.0)
     with pytest.raises(KeyError, match="known objectives: classifier, ddpm, dsm"):
@@ -299,3 +300,30 @@ def test_offset_noise_adds_one_constant_per_channel() -> None:
     assert DSM(sde).noise(batch) is batch.eps
     with pytest.raises(ValueError, match="offset_noise must be >= 0"):
         DSM(sde, offset_noise=-0.1)
+
+
+def test_dequantization_spreads_each_value_uniformly_over_its_bin() -> None:
+    """With dequantize = d the model sees x0 + d (u - 1/2): recorded inputs at t -> 0 are
+    uniform on [x0 - d/2, x0 + d/2] (mean x0, variance d^2 / 12)."""
+    sde = scoregen.sde.get("vp")
+    seen = []
+
+    class Recorder:
+        prediction = "x0"
+
+        def __init__(self) -> None:
+            self.sde = sde
+
+        def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.zeros_like(x)
+
+    batch = random_batch(torch.zeros(20000, 4, dtype=torch.float64), 1)
+    batch.eps = torch.zeros_like(batch.eps)  # x_t = alpha x0: the dequantized data themselves
+    DSM(sde, dequantize=0.125)(Recorder(), batch)
+    t, _ = DSM(sde).sample_t(20000, u=batch.u)
+    x0 = seen[0] / sde.alpha(t)[:, None]
+    assert float(x0.abs().max()) <= 0.0625 + 1e-9
+    assert abs(float(x0.var()) - 0.125**2 / 12) < 0.02 * 0.125**2 / 12
+    with pytest.raises(ValueError, match="dequantize must be >= 0"):
+        DSM(sde, dequantize=-1.0)

@@ -39,7 +39,7 @@ from scoregen.sde.base import SDE
 
 @register("classifier", kind="classifier")
 class ClassifierNet(nn.Module):
-    """``(x: (B, *shape), c_noise: (B,)) -> logits (B, num_classes)`` (module docstring).
+    """Noise-conditional classifier ``(x: (B, *shape), c_noise: (B,)) -> logits (B, C)``.
 
     Args:
         shape: ``(C, H, W)`` or ``(D,)``.

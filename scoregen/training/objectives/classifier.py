@@ -28,8 +28,7 @@ from scoregen.training.objectives.base import Objective, register
 
 @register("classifier", model="classifier")
 class NoisyCrossEntropy(Objective):
-    """Cross-entropy of ``classifier(x_t, t)`` against the labels, ``t`` uniform on
-    ``[t_min, T]``."""
+    """Cross-entropy of a noise-conditional classifier on x_t, t uniform on [t_min, T]."""
 
     requires = frozenset()  # the SDE's own perturb: any kernel
 
