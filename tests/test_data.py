@@ -96,6 +96,34 @@ def test_mnist_missing_and_truncated_files(tmp_path: Path) -> None:
         load_dataset("mnist", root=str(tmp_path))
 
 
+def test_idx_round_trip_and_fashion_mnist(tmp_path: Path) -> None:
+    """write_idx/read_idx round trip (plain and gzip); fashion_mnist reads images and labels
+    from a folder or torchvision's FashionMNIST/raw layout, exactly; errors name the fix."""
+    from scoregen.data.mnist import read_idx, write_idx
+
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (5, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, 10, 5).astype(np.uint8)
+    for name in ("a-idx3-ubyte", "b-idx3-ubyte.gz"):
+        assert np.array_equal(read_idx(write_idx(tmp_path / name, imgs)), imgs)
+    root = tmp_path / "fashion"
+    write_idx(root / "train-images-idx3-ubyte.gz", imgs)
+    write_idx(root / "train-labels-idx1-ubyte.gz", labels)
+    x, y = load_dataset("fashion_mnist", root=str(root), labels=True)
+    torch.testing.assert_close(x[:, 0], torch.from_numpy(imgs).float() / 255 * 2 - 1)
+    assert torch.equal(y, torch.from_numpy(labels).long())
+    write_idx(tmp_path / "tv" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte", imgs[:2])
+    assert load_dataset("fashion_mnist", "test", root=str(tmp_path / "tv")).shape == (
+        2, 1, 28, 28)
+    with pytest.raises(FileNotFoundError, match=r"Fashion-MNIST file t10k.*data\.root"):
+        load_dataset("fashion_mnist", "test", root=str(root))
+    write_idx(root / "train-labels-idx1-ubyte.gz", labels[:3])
+    with pytest.raises(DataError, match=r"3,.*labels for 5 images"):
+        load_dataset("fashion_mnist", root=str(root), labels=True)
+    with pytest.raises(ValueError, match="unsigned bytes"):
+        write_idx(tmp_path / "c-idx1-ubyte", np.zeros(3, np.float32))
+
+
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 

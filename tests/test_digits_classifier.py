@@ -63,3 +63,23 @@ def test_digits_quality_summaries(trained) -> None:
     assert one["class_entropy"] == 0.0 and max(one["class_hist"]) == 1.0
     with pytest.raises(ValueError, match="8, 8"):
         dc.features(torch.zeros(3, 64), net)
+
+
+def test_fashion_classifier_shares_the_training_loop() -> None:
+    """The Fashion-MNIST feature classifier trains with the digits classifier's loop: on two
+    classes of 28x28 images (a bright square left or right) it becomes exact, and its
+    features have 128 values."""
+    from scoregen.evaluation.digits_classifier import fit_classifier
+    from scoregen.evaluation.fashion_classifier import FEATURES, FashionClassifier
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (256,), generator=g)
+    x = -torch.ones(256, 1, 28, 28) + 0.1 * torch.randn(256, 1, 28, 28, generator=g)
+    for k in range(256):
+        left = 4 if y[k] == 0 else 16
+        x[k, 0, 10:18, left:left + 8] = 1.0
+    net = fit_classifier(FashionClassifier, x, y, epochs=2, batch_size=32, lr=2e-3, seed=0,
+                         shift=2)
+    with torch.no_grad():
+        assert (net(x).argmax(1) == y).float().mean() > 0.95
+        assert net.features(x[:3]).shape == (3, FEATURES)

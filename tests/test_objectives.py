@@ -232,6 +232,8 @@ def _objective_sde_pairs() -> list[tuple[str, str]]:
     pairs = []
     for name in OBJECTIVES.list():
         cls, meta = OBJECTIVES.get(name), OBJECTIVES.meta(name)
+        if meta.get("model") == "classifier":  # trains a classifier: tests/test_classifier.py
+            continue
         for sde_name in scoregen.sde.list():
             sde = scoregen.sde.get(sde_name)
             if cls.requires <= sde.capabilities and sde_name in meta.get("processes", (sde_name,)):
@@ -317,10 +319,11 @@ def test_every_objective_prefers_the_exact_score_and_trains(name: str, sde_name:
 
 def test_options_come_from_the_signature_and_unknown_ones_are_refused() -> None:
     assert objective_options("dsm") == {"weighting": "sigma2", "t_sampling": "uniform",
-                                        "p_mean": -1.2, "p_std": 1.2}
+                                        "p_mean": -1.2, "p_std": 1.2, "offset_noise": 0.0,
+                                        "dequantize": 0.0}
     with pytest.raises(ValueError, match="no option 'gamma'; its options: weighting"):
         build_objective("dsm", scoregen.sde.get("vp"), gamma=1.0)
-    with pytest.raises(KeyError, match=r"known objectives: .*ddpm, dsm"):
+    with pytest.raises(KeyError, match=r"known objectives: classifier, .*ddpm, dsm"):
         build_objective("nope", scoregen.sde.get("vp"))
 
 
@@ -336,3 +339,50 @@ def test_auto_is_the_process_own_objective_and_dsm_refuses_scalar_choices_elsewh
         build_objective("hsm", scoregen.sde.get("vp"))
     with pytest.raises(ValueError, match="dequantize must be 0"):
         build_objective("vdm", scoregen.sde.get("vp"), dequantize=1)
+
+
+def test_offset_noise_adds_one_constant_per_channel() -> None:
+    """eps' - eps is constant over each image channel, N(0, c^2) across examples and channels,
+    independent of eps, the same for the same batch; c = 0 leaves the loss unchanged."""
+    sde = scoregen.sde.get("vp")
+    batch = random_batch(torch.zeros(4000, 3, 4, 4), 3)
+    offset = DSM(sde, offset_noise=0.2).noise(batch) - batch.eps
+    assert torch.allclose(offset, offset[:, :, :1, :1].expand_as(offset), atol=1e-6)
+    per_channel = offset[:, :, 0, 0]
+    assert abs(float(per_channel.std()) - 0.2) < 0.01 and abs(float(per_channel.mean())) < 0.01
+    assert abs(float(torch.corrcoef(torch.stack([per_channel[:, 0], per_channel[:, 1]]))[0, 1])
+               ) < 0.05
+    assert torch.equal(DSM(sde, offset_noise=0.2).noise(batch), batch.eps + offset)
+    vectors = random_batch(torch.zeros(8, 5), 3)
+    shift = DSM(sde, offset_noise=0.2).noise(vectors) - vectors.eps
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6)
+    assert DSM(sde).noise(batch) is batch.eps
+    with pytest.raises(ValueError, match="offset_noise must be >= 0"):
+        DSM(sde, offset_noise=-0.1)
+
+
+def test_dequantization_spreads_each_value_uniformly_over_its_bin() -> None:
+    """With dequantize = d the model sees x0 + d (u - 1/2): recorded inputs at t -> 0 are
+    uniform on [x0 - d/2, x0 + d/2] (mean x0, variance d^2 / 12)."""
+    sde = scoregen.sde.get("vp")
+    seen = []
+
+    class Recorder:
+        prediction = "x0"
+
+        def __init__(self) -> None:
+            self.sde = sde
+
+        def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return torch.zeros_like(x)
+
+    batch = random_batch(torch.zeros(20000, 4, dtype=torch.float64), 1)
+    batch.eps = torch.zeros_like(batch.eps)  # x_t = alpha x0: the dequantized data themselves
+    DSM(sde, dequantize=0.125)(Recorder(), batch)
+    t, _ = DSM(sde).sample_t(20000, u=batch.u)
+    x0 = seen[0] / sde.alpha(t)[:, None]
+    assert float(x0.abs().max()) <= 0.0625 + 1e-9
+    assert abs(float(x0.var()) - 0.125**2 / 12) < 0.02 * 0.125**2 / 12
+    with pytest.raises(ValueError, match="dequantize must be >= 0"):
+        DSM(sde, dequantize=-1.0)

@@ -19,13 +19,16 @@ whether its bits are equal depends on the model's arithmetic (docs/outputs.md,
         --steps 10 --out grid.png              # one row per class
     scoregen sample runs/digits --inpaint data.npz --mask right-half --out filled.png
     scoregen sample runs/digits_cd --nfe 2 -n 64 --out cd2.png   # a distilled student
+    scoregen sample runs/digits --classifier runs/digits_classifier --class 3 --guidance 2
 
 A student's folder (``scoregen distill``) samples with its own sampler and grid at ``--nfe``
 (the largest NFE it offers within the budget) or exactly ``--steps`` (default: its smallest NFE).
 
 ``--class``: ``all`` (one grid row per class, ``-n`` per class), one label, or a
 comma-separated list (one row each); ``--guidance w``: 0 unconditional, 1 conditional (the
-default), > 1 classifier-free guided (docs/conditioning.md). ``--inpaint FILE``: ``.npz``
+default), > 1 classifier-free guided (docs/conditioning.md), or guided by the
+noise-conditional classifier of ``--classifier CLF_RUN`` (``objective: classifier``), which
+also works for an unconditional model. ``--inpaint FILE``: ``.npz``
 with the known samples under ``x``; ``--mask`` names the region to fill (right-half,
 left-half, top-half, bottom-half, center); the PNG shows the inputs (filled region grey)
 above the results.
@@ -79,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="class labels of a class-conditional model")
     cond.add_argument("--guidance", type=float, help="guidance scale w (0 unconditional, "
                       "1 conditional, >1 guided; needs --class)")
+    cond.add_argument("--classifier", metavar="CLF_RUN",
+                      help="a noise-conditional classifier run (objective classifier) for "
+                           "classifier guidance instead of classifier-free")
     cond.add_argument("--guidance-interval", metavar="T_LO,T_HI",
                       help="apply the guidance scale only for t in [T_LO, T_HI]")
     cond.add_argument("--threshold", type=float, metavar="P",
@@ -193,6 +199,22 @@ def _student_plan(src: Any, args: argparse.Namespace) -> Any:
     return student.sampling_plan(steps=args.steps, nfe=args.nfe)
 
 
+def load_guidance_classifier(path: str, sde: Any, event: tuple[int, ...], device: Any) -> Any:
+    """The noise-conditional classifier of run ``path`` (EMA weights), checked against the
+    model's process and sample shape."""
+    from scoregen.training.checkpoint import load_classifier
+
+    clf = load_classifier(path, device=device)
+    if clf.sde != sde:
+        raise ValueError(f"--classifier {path} was trained under {clf.sde!r} but the model "
+                         f"samples under {sde!r}; train the classifier with the model's sde "
+                         "section")
+    if clf.data_shape is not None and clf.data_shape != event:
+        raise ValueError(f"--classifier {path} is for data of shape {clf.data_shape}, the "
+                         f"model's samples have shape {event}")
+    return clf
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -239,13 +261,20 @@ def run(args: argparse.Namespace) -> int:
         grids = args.grids or (find_checkpoint(args.path) if args.path else None)
     event = tuple(src.shape)
     labels, per_row = None, 0
+    classifier = None if args.classifier is None else load_guidance_classifier(
+        args.classifier, src.sde, event, device)
     if args.classes is not None:
-        labels, per_row = class_labels(args.classes, getattr(src.model, "num_classes", None), n,
-                                       src.name)
+        classes = (classifier.num_classes if classifier is not None
+                   else getattr(src.model, "num_classes", None))
+        labels, per_row = class_labels(args.classes, classes, n, src.name)
         n = len(labels)
     elif args.guidance is not None:
         raise ValueError("--guidance needs --class (the classes to guide towards)")
+    elif classifier is not None:
+        raise ValueError("--classifier needs --class (the classes to guide towards)")
     cond_opts: dict[str, Any] = {"cond": labels, "guidance": args.guidance}
+    if classifier is not None:
+        cond_opts["classifier"] = classifier
     if args.guidance_interval:
         lo, _, hi = args.guidance_interval.partition(",")
         try:
@@ -266,9 +295,9 @@ def run(args: argparse.Namespace) -> int:
             labels = labels[:n] if len(labels) >= n else labels.repeat(n)[:n]
             cond_opts["cond"] = labels
         fill = region_mask(args.mask, event).to(device)
-        if "threshold" in cond_opts or "guidance_interval" in cond_opts:
-            raise ValueError("--inpaint takes --class and --guidance; not --threshold or "
-                             "--guidance-interval")
+        if "threshold" in cond_opts or "guidance_interval" in cond_opts or classifier:
+            raise ValueError("--inpaint takes --class and --guidance; not --threshold, "
+                             "--guidance-interval or --classifier")
         if args.nfe is not None or grids is not None:
             raise ValueError("--inpaint takes --steps; not --nfe or --spacing tuned")
         if ctx.world > 1:

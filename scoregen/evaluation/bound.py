@@ -58,7 +58,7 @@ from scoregen.infra.shape import bcast
 from scoregen.models.prediction import Model
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.noise import NoiseSource, seeds_for
-from scoregen.sde.base import SDE
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SDE
 
 # draws of an example's NoiseSource used here (0 and 1..P belong to the likelihood's
 # dequantization and probes): eps of time k is draw FIRST_DRAW + k
@@ -112,6 +112,10 @@ def variational_bound(
     t0 = sde.t_min if t_min is None else float(t_min)
     if not 0 < t0 < sde.T:
         raise ValueError(f"t_min must lie in (0, T={sde.T}), got {t0}")
+    if FINITE_TERMINAL_SNR not in sde.capabilities:
+        raise ValueError(f"the bound draws log-SNRs uniformly over [lambda(T), lambda(t_min)], "
+                         f"an infinite range on {sde!r} (zero terminal SNR); evaluate sample "
+                         "metrics instead")
     B, D = x.shape[0], x[0].numel()
     seeds = seeds_for(B, seed) if seeds is None else torch.as_tensor(seeds, dtype=torch.int64)
     noise = NoiseSource(seeds.to(x.device), tuple(x.shape[1:]), x.dtype, x.device)

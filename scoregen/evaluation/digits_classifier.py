@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from scoregen.evaluation.metrics import METRICS, frechet_distance
 from scoregen.infra import outputs
@@ -31,7 +33,7 @@ FEATURES = 64
 CLASSES = 10
 FILENAME = "digits_classifier.safetensors"
 VERSION = "1"  # bump when the architecture or training recipe changes: old caches retrain
-_LOADED: dict[str, DigitsClassifier] = {}
+_LOADED: dict[str, nn.Module] = {}
 
 
 class DigitsClassifier(nn.Module):
@@ -74,28 +76,42 @@ def train_classifier(epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
     pixel (zero-padded with the background value -1) augment the data.
     """
     x, y = load_digits_split("train")
+    return fit_classifier(DigitsClassifier, x, y, epochs, batch_size, lr, seed, shift=1)
+
+
+def fit_classifier(make: Callable[[], nn.Module], x: Tensor, y: Tensor, epochs: int,
+                   batch_size: int, lr: float, seed: int, shift: int = 1,
+                   progress: bool = False) -> nn.Module:
+    """Adam with a cosine learning rate and cross-entropy on ``(x, y)``; the network is built
+    by ``make()`` under ``seed``, the batch order and the augmentation (random translations by
+    up to ``shift`` pixels with the background fill -1) come from a generator seeded with it."""
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
         torch.manual_seed(seed)
-        net = DigitsClassifier()
+        net = make()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(len(x) / batch_size))
     g = torch.Generator().manual_seed(seed)
     net.train()
+    bar = tqdm(total=epochs * math.ceil(len(x) / batch_size), desc="classifier",
+               disable=not progress)
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            loss = nn.functional.cross_entropy(net(_shift(x[idx], g)), y[idx])
+            loss = nn.functional.cross_entropy(net(_shift(x[idx], g, shift)), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+            bar.update(1)
+    bar.close()
     return net.eval()
 
 
-def _shift(x: Tensor, g: torch.Generator) -> Tensor:
-    """Translate the whole batch by a random offset in ``{-1, 0, 1}^2`` (background fill)."""
-    dy, dx = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
-    padded = nn.functional.pad(x, (1, 1, 1, 1), value=-1.0)
-    return padded[..., 1 + dy:9 + dy, 1 + dx:9 + dx]
+def _shift(x: Tensor, g: torch.Generator, r: int = 1) -> Tensor:
+    """Translate the whole batch by a random offset in ``{-r..r}^2`` (background fill)."""
+    dy, dx = (int(v) for v in torch.randint(-r, r + 1, (2,), generator=g))
+    H, W = x.shape[-2:]
+    padded = nn.functional.pad(x, (r, r, r, r), value=-1.0)
+    return padded[..., r + dy:r + dy + H, r + dx:r + dx + W]
 
 
 def accuracy(net: DigitsClassifier, split: str = "test") -> float:
@@ -116,9 +132,18 @@ def get_classifier(cache_dir: str | os.PathLike[str] | None = None,
                    retrain: bool = False) -> DigitsClassifier:
     """The trained classifier: from memory, else the safetensors cache, else trained now
     (and saved). ``retrain=True`` trains again and overwrites the cache."""
+    return cached_classifier(resolve_cache_dir(cache_dir) / FILENAME, VERSION,
+                             DigitsClassifier, train_classifier, accuracy, retrain)
+
+
+def cached_classifier(path: Path, version: str, make: Callable[[], nn.Module],
+                      train: Callable[[], nn.Module], score: Callable[[nn.Module], float],
+                      retrain: bool = False) -> nn.Module:
+    """A classifier from memory, else from the safetensors file ``path`` when its metadata
+    has ``version``, else ``train()``ed now and saved (with ``score(net)`` as its test
+    accuracy) atomically."""
     from safetensors.torch import load_file, save_file
 
-    path = resolve_cache_dir(cache_dir) / FILENAME
     key = str(path)
     if not retrain and key in _LOADED:
         return _LOADED[key]
@@ -128,18 +153,18 @@ def get_classifier(cache_dir: str | os.PathLike[str] | None = None,
 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if meta.get("version") == VERSION:
-            net = DigitsClassifier()
+        if meta.get("version") == version:
+            net = make()
             net.load_state_dict(load_file(str(path)))
             net.eval()
     if net is None:
-        net = train_classifier()
+        net = train()
         try:  # atomically, and never over a file scoregen did not write (docs/outputs.md)
             with outputs.replacing(path, kind="cache", what="classifier cache") as (tmp,):
                 save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp),
-                          metadata={"version": VERSION, "test_accuracy": f"{accuracy(net):.4f}"})
+                          metadata={"version": version, "test_accuracy": f"{score(net):.4f}"})
         except OutputError as err:
-            warnings.warn(f"the digits classifier is used without a cache: {err}", stacklevel=2)
+            warnings.warn(f"the classifier is used without a cache: {err}", stacklevel=2)
     _LOADED[key] = net
     return net
 
@@ -187,7 +212,7 @@ def digits_quality(samples: Tensor, reference: Tensor,
 
 
 @METRICS.register("fd_digits", lower_is_better=True, target="reference",
-                  units="squared feature units")
+                  units="squared feature units", named_only=True)
 def frechet_digits(x: Tensor, y: Tensor) -> float:
     """:func:`frechet_distance` on the penultimate features of the digits classifier
     (this module); ``x``, ``y``: ``(N, 1, 8, 8)`` in ``[-1, 1]``."""
@@ -197,8 +222,10 @@ def frechet_digits(x: Tensor, y: Tensor) -> float:
 __all__ = [
     "DigitsClassifier",
     "accuracy",
+    "cached_classifier",
     "digits_quality",
     "features",
+    "fit_classifier",
     "frechet_digits",
     "get_classifier",
     "load_digits_split",

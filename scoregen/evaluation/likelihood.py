@@ -57,7 +57,7 @@ from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
 from scoregen.models.prediction import Model
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.noise import NoiseSource
-from scoregen.sde.base import SDE
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SDE
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -141,6 +141,10 @@ def log_likelihood(
     t0 = sde.t_min if t_min is None else float(t_min)
     if not 0 <= t0 < sde.T:
         raise ValueError(f"t_min must lie in [0, T={sde.T}), got {t0}")
+    if FINITE_TERMINAL_SNR not in sde.capabilities:
+        raise ValueError(f"the probability-flow ODE of {sde!r} has an infinite drift at T "
+                         "(zero terminal SNR), so its likelihood is not integrated here; "
+                         "evaluate sample metrics instead")
     D = x[0].numel()
     shape = tuple(x.shape[1:])
     event = shape if state else sde.state_shape(shape)

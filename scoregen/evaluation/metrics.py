@@ -23,6 +23,8 @@ name          quantity                                                   best
 ``mode_tv``   total variation of mode weights                            lower (0)
 ``fd_digits`` Fréchet distance on digits-classifier features             lower (0)
               (registered by :mod:`scoregen.evaluation.digits_classifier`)
+``fd_fashion`` the same on Fashion-MNIST classifier features             lower (0)
+              (:mod:`scoregen.evaluation.fashion_classifier`)
 ============  =========================================================  ==================
 """
 
@@ -283,10 +285,11 @@ def evaluate(
 
     Reference-set metrics need ``reference``; mixture-aware ones need ``mixture``. Without
     ``reference2`` the floor comes from an exact mixture sample when a mixture is given.
-    ``fd_digits`` runs only when named (it needs 8x8 images).
+    Metrics registered with ``named_only`` (``fd_digits``, ``fd_fashion``: they need their
+    dataset's images) run only when named.
     """
     if names is None:
-        names = [n for n in METRICS if n != "fd_digits"]
+        names = [n for n in METRICS if not METRICS.meta(n).get("named_only")]
     if mixture is not None and reference2 is None:
         g = torch.Generator().manual_seed(12345)
         reference2 = mixture.sample(samples.shape[0], g).reshape(samples.shape)
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", nargs="+", default=["ring8", "mix16"])
     parser.add_argument("--n", nargs="+", type=int, default=[1000, 5000])
     args = parser.parse_args(argv)
-    names = [n for n in METRICS if n != "fd_digits"]
+    names = [n for n in METRICS if not METRICS.meta(n).get("named_only")]
     print(f"{'preset':8s} {'n':>6s} " + " ".join(f"{n:>9s}" for n in names))
     for name in args.preset:
         mix = preset(name)

@@ -6,7 +6,8 @@ package is imported here so a new network registers itself.
 
 from __future__ import annotations
 
-from scoregen.models import mlp, unet  # noqa: F401  (registration)
+from scoregen.models import classifier, mlp, unet  # noqa: F401  (registration)
+from scoregen.models.classifier import NoisyClassifier, build_classifier
 from scoregen.models.embeddings import (
     EMBEDDINGS,
     FourierEmbedding,
@@ -23,8 +24,10 @@ __all__ = [
     "PARAMETERIZATIONS",
     "FourierEmbedding",
     "NoiseEmbedding",
+    "NoisyClassifier",
     "ScoreModel",
     "SinusoidalEmbedding",
+    "build_classifier",
     "build_model",
     "build_network",
     "network_options",

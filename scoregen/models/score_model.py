@@ -5,7 +5,8 @@ Table 1, ``EDMPrecond``) for every SDE here. With ``x_t = alpha x0 + sigma eps``
 ``sigma_data`` and the EDM noise level ``sigma_e = sigma / alpha = exp(-lambda)``:
 
     c_in    = 1 / sqrt(alpha^2 sigma_data^2 + sigma^2)        (unit-variance network input)
-    c_noise = log(sigma_e) / 4 = -lambda / 4                  (the network's noise condition)
+    c_noise = log(sigma_e) / 4 = -lambda / 4                  (the network's noise condition;
+                                                               lambda clamped at -20)
     F       = network(c_in x_t, c_noise)
 
 so one architecture fits VP, sub-VP and VE (the input has unit variance and the condition
@@ -33,6 +34,11 @@ from torch import Tensor, nn
 from scoregen.infra.shape import batch_times, bcast
 from scoregen.models.prediction import Model, parameterization, retarget
 from scoregen.sde.base import SCALAR_KERNEL, SDE
+
+#: The noise condition sees log-SNRs clamped below at this value: ``lambda(T) = -inf`` of a
+#: process with zero terminal SNR (:mod:`scoregen.sde.vp`) becomes a finite input, the same
+#: for every time whose ``alpha < e^-20 sigma`` (no other process here comes near it).
+LOG_SNR_FLOOR = -20.0
 
 
 class ScoreModel(nn.Module):
@@ -88,7 +94,7 @@ class ScoreModel(nn.Module):
             "alpha": alpha,
             "sigma": sigma,
             "c_in": torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2),
-            "c_noise": -self.sde.log_snr(t64) / 4,
+            "c_noise": -self.sde.log_snr(t64).clamp_min(LOG_SNR_FLOOR) / 4,
             "c_skip": c_skip,
             "c_out": c_out,
         }
@@ -155,6 +161,10 @@ def build_model(config: dict[str, Any]) -> ScoreModel:
     from scoregen.models.registry import build_network
     from scoregen.sde import from_config
 
+    if config.get("kind") == "classifier":
+        raise ValueError("this is a noise-conditional classifier, not a score model; use it "
+                         "for classifier guidance (scoregen sample RUN --classifier CLF_RUN, "
+                         "scoregen.training.checkpoint.load_classifier)")
     net_cfg = dict(config["network"])
     net = build_network(net_cfg.pop("name"), net_cfg.pop("shape"), **net_cfg)
     return ScoreModel(net, from_config(config["sde"]), config.get("prediction", "eps"),

@@ -69,8 +69,9 @@ class Node:
 
     @property
     def sigma_edm(self) -> float:
-        """Karras et al. 2022's noise level ``sigma / alpha = exp(-lambda)``."""
-        return self.sigma / self.alpha
+        """Karras et al. 2022's noise level ``sigma / alpha = exp(-lambda)`` (``inf`` where
+        ``alpha = 0``: zero terminal SNR)."""
+        return self.sigma / self.alpha if self.alpha > 0 else math.inf
 
 
 def node(sde: SDE, t: Tensor | float) -> Node:

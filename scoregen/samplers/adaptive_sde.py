@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from scoregen.samplers.registry import register
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SCALAR_KERNEL
 
 
 class BrownianPath:
@@ -135,7 +136,8 @@ def _check(rtol: float, atol: float, safety: float, exponent: float, h_init: flo
 
 
 @register("adaptive_sde", order=1, stochastic=True, nfe_per_step=None,
-          tolerance_options=("rtol", "atol"), tolerances=(0.2, 0.1, 0.05))
+          tolerance_options=("rtol", "atol"), tolerances=(0.2, 0.1, 0.05),
+          requires=(SCALAR_KERNEL, FINITE_TERMINAL_SNR))
 def adaptive_sde(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.2,
     atol: float = 0.2, safety: float = 0.9, exponent: float = 0.9, h_init: float = 0.01,

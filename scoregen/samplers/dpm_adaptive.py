@@ -47,6 +47,7 @@ from torch import Tensor
 from scoregen.samplers._exp import Node, check_choice, exp_step, node, nodes_at
 from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.registry import register
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SCALAR_KERNEL
 
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0
 ATOL_PER_RTOL = 0.0078 / 0.05
@@ -86,7 +87,7 @@ def _check(rtol: float, atol: float, h_init: float, safety: float, max_steps: in
 
 
 @register("dpm_solver++_adaptive", order=3, stochastic=False, nfe_per_step=None,
-          tolerance_options=("rtol",))
+          tolerance_options=("rtol",), requires=(SCALAR_KERNEL, FINITE_TERMINAL_SNR))
 def dpm_solver_pp_adaptive(
     denoiser, sde, x: Tensor, ts: Tensor, *, noise, callback, rtol: float = 0.05,
     atol: float | None = None, order: int = 3, h_init: float = 0.5, safety: float = 0.9,

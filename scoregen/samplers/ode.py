@@ -58,6 +58,7 @@ from torchdiffeq import odeint
 from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.euler_maruyama import resolve_variable
 from scoregen.samplers.registry import register
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SCALAR_KERNEL
 
 VARIABLES = ("auto", "u", "t")
 
@@ -288,5 +289,6 @@ for _method, _nfe, _order, _final in (("euler", 1, 1, "jump"), ("midpoint", 2, 2
     register(f"ode_{_method}", order=_order, stochastic=False, nfe_per_step=_nfe, requires=())(
         _fixed_grid(_method, _order, _final)
     )
-register("ode_dopri5", order=5, stochastic=False, nfe_per_step=None, requires=(),
-         tolerance_options=("rtol", "atol"))(_adaptive("dopri5", DOPRI5_FINAL_NODES))
+register("ode_dopri5", order=5, stochastic=False, nfe_per_step=None,
+         tolerance_options=("rtol", "atol"), requires=(FINITE_TERMINAL_SNR,))(
+    _adaptive("dopri5", DOPRI5_FINAL_NODES))

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from scoregen.models.prediction import Model
 from scoregen.samplers import SAMPLERS, check_applies, check_model_kind
+from scoregen.samplers._terminal import starts_at_zero_snr, terminal_step
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import TUNED, check_grid, time_grid
 from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
@@ -199,7 +200,10 @@ def sample(
 
     start = time.perf_counter()
     with torch.no_grad():
-        out = fn(denoiser, sde, x, ts, noise=noise, callback=on_step, **opts)
+        if starts_at_zero_snr(sde, ts):  # alpha(T) = 0: the first step is taken here
+            out = _from_zero_snr(fn, denoiser, sde, x, ts, noise, on_step, sampler, opts)
+        else:
+            out = fn(denoiser, sde, x, ts, noise=noise, callback=on_step, **opts)
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -216,6 +220,24 @@ def sample(
     if isinstance(model, Guided):
         info["network_rows_per_sample"] = model.rows
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
+
+
+def _from_zero_snr(fn: Any, denoiser: Denoiser, sde: SDE, x: Tensor, ts: Tensor,
+                   noise: NoiseSource, on_step: Any, sampler: str, opts: dict[str, Any]) -> Any:
+    """The first step from ``T`` where ``alpha(T) = 0`` (:mod:`scoregen.samplers._terminal`),
+    then the sampler on the rest of the grid."""
+    if denoiser.kind in ("eps", "score"):
+        raise ValueError(
+            f"the SDE {sde.name!r} has zero terminal SNR (alpha(T) = 0), where x0 cannot be "
+            f"recovered from an {denoiser.kind} prediction; train the model with "
+            "model.prediction: v (or x0), as Lin et al. 2024 do, or sample from a grid that "
+            "starts below T")
+    x = terminal_step(denoiser, sde, x, ts, SAMPLERS.meta(sampler)["stochastic"], noise)
+    on_step(0, ts[1], x)
+    if len(ts) < 3:  # nothing left but the point reached
+        return x
+    return fn(denoiser, sde, x, ts[1:], noise=noise,
+              callback=lambda i, t, xi: on_step(i + 1, t, xi), **opts)
 
 
 def _check_state_shape(event: tuple[int, ...], data_shape: tuple[int, ...] | None,

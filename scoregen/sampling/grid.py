@@ -19,6 +19,11 @@ Spacings (``u`` runs uniformly from 0 to 1 along the grid):
 - ``edm``:       ``s = sigma/alpha = exp(-lambda)`` with
   ``s_i = (s_max^{1/rho} + u (s_min^{1/rho} - s_max^{1/rho}))^rho``, ``rho = 7``
   (Karras et al. 2022, eq. 5).
+- ``trailing``:  uniform in ``t`` from ``T`` down to ``T / steps``: ``t_i = T (1 - i / steps)``
+  (Lin et al. 2024, sec. 3.3, Table 2; diffusers' ``timestep_spacing="trailing"``), so the
+  grid starts at ``T`` and on the discrete DDPM schedule with ``steps`` dividing ``N`` hits the
+  knots; ``t_min`` is ignored. The default of a process with zero terminal SNR, where the
+  log-SNR spacings are undefined (``lambda(T) = -inf``).
 - ``auto``:      the SDE's ``default_spacing`` (``logsnr`` for every SDE shipped: the best
   of edm/logsnr/uniform at 5-50 NFE in ``experiments/fast_samplers_sweep.py``).
 - ``tuned``:     a grid fitted to one model and sampler by :mod:`scoregen.sampling.grid_tuning` and
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from scoregen.sde.base import SDE
 
-SPACINGS = ("auto", "uniform", "quadratic", "log", "logsnr", "edm")
+SPACINGS = ("auto", "uniform", "quadratic", "log", "logsnr", "edm", "trailing")
 TUNED = "tuned"  # a model's fitted grid (scoregen.sampling.tuned_grids), not a formula of the SDE
 
 
@@ -70,7 +75,13 @@ def time_grid(
     u = torch.linspace(0, 1, n, dtype=torch.float64)
     hi = torch.tensor(t_hi, dtype=torch.float64)
     lo = torch.tensor(t_lo, dtype=torch.float64)
-    if n == 1:
+    if spacing in ("logsnr", "edm") and not torch.isfinite(sde.log_snr(hi)):
+        raise ValueError(f"spacing {spacing!r} is uniform in a function of the log-SNR, which "
+                         f"is -inf at T on {sde!r} (zero terminal SNR); use spacing "
+                         "'trailing' (its default), 'uniform' or 'quadratic'")
+    if spacing == "trailing":
+        ts = hi * (1 - torch.arange(n, dtype=torch.float64) / n)
+    elif n == 1:
         ts = hi.reshape(1)
     elif spacing == "uniform":
         ts = hi + u * (lo - hi)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from scoregen.samplers import SAMPLERS
+from scoregen.samplers._terminal import starts_at_zero_snr
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import check_grid
 from scoregen.sampling.noise import NoiseSource
@@ -98,9 +99,15 @@ def sampler_nfe(sampler: str, sde: SDE, ts: Tensor, state_shape: tuple[int, ...]
     denoiser = Denoiser(_NoNetwork(sde), sde)
     noise = NoiseSource(torch.zeros(1, dtype=torch.int64), tuple(state_shape), torch.float64)
     x = sde.prior_from_normal(noise())
+    ts = check_grid(ts, sde)
+    first = 0
+    if starts_at_zero_snr(sde, ts):  # scoregen.sample takes the step from T itself: one NFE
+        first, ts = 1, ts[1:]
+        if len(ts) < 2:
+            return first
     with torch.no_grad():
-        fn(denoiser, sde, x, check_grid(ts, sde), noise=noise, callback=_ignore, **(opts or {}))
-    return denoiser.nfe
+        fn(denoiser, sde, x, ts, noise=noise, callback=_ignore, **(opts or {}))
+    return first + denoiser.nfe
 
 
 def steps_for_budget(sampler: str, sde: SDE, budget: int, grid_at: Callable[[int], Tensor],

@@ -46,6 +46,7 @@ CHECKED = ("alpha", "sigma", "f", "g2", "log_snr")  # coefficient methods that c
 
 SCALAR_KERNEL = "scalar_kernel"
 DIAGONAL_KERNEL = "diagonal_kernel"
+FINITE_TERMINAL_SNR = "finite_terminal_snr"
 #: What a process may offer beyond drift, diffusion, the prior and the kernel operations
 #: (which every process has), and what needs it.
 CAPABILITIES: dict[str, str] = {
@@ -56,6 +57,9 @@ CAPABILITIES: dict[str, str] = {
                      "B x0 + sigma_k(t) B eps with one alpha_k, sigma_k per coordinate k (the "
                      "scalar kernel is the case B = I), so Gaussian posterior and DDIM steps "
                      "apply coordinate by coordinate",
+    FINITE_TERMINAL_SNR: "alpha(T) > 0, so the log-SNR, the drift and the x0 of an eps "
+                         "prediction are finite at T (a solver that chooses its own steps "
+                         "from T; a process rescaled to zero terminal SNR lacks it)",
 }
 
 
@@ -108,7 +112,7 @@ class SDE:
 
     name: str = "sde"
     default_spacing: str = "logsnr"
-    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL, DIAGONAL_KERNEL})
+    capabilities: frozenset[str] = frozenset({SCALAR_KERNEL, DIAGONAL_KERNEL, FINITE_TERMINAL_SNR})
     default_objective: str = "dsm"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -170,15 +174,7 @@ class SDE:
 
         Subclasses with a closed form override this; the shared tests check the round trip.
         """
-        lam64 = lam.detach().to(torch.float64)
-        lo = torch.zeros_like(lam64)
-        hi = torch.full_like(lam64, self.T)
-        for _ in range(64):
-            mid = 0.5 * (lo + hi)
-            too_noisy = self.log_snr(mid) < lam64  # lambda decreases: answer lies below mid
-            hi = torch.where(too_noisy, mid, hi)
-            lo = torch.where(too_noisy, lo, mid)
-        return (0.5 * (lo + hi)).to(lam.dtype)
+        return bisect_log_snr(self.log_snr, lam, self.T)
 
     def alpha_from_log_snr(self, lam: Tensor) -> Tensor:
         """``alpha`` at the time whose log-SNR is ``lam`` (then ``sigma = alpha e^{-lam}``).
@@ -446,6 +442,19 @@ def gaussian_posterior(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_
     c_x = alpha_ts * var_s / var_t
     c_0 = alpha_s * sigma_ts**2 / var_t
     return c_x, c_0, (sigma_ts**2 * var_s / var_t).sqrt()
+
+
+def bisect_log_snr(log_snr: Callable[[Tensor], Tensor], lam: Tensor, T: float) -> Tensor:
+    """The time in ``[0, T]`` where the decreasing ``log_snr`` equals ``lam``, by bisection."""
+    lam64 = lam.detach().to(torch.float64)
+    lo = torch.zeros_like(lam64)
+    hi = torch.full_like(lam64, T)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        too_noisy = log_snr(mid) < lam64  # lambda decreases: answer lies below mid
+        hi = torch.where(too_noisy, mid, hi)
+        lo = torch.where(too_noisy, lo, mid)
+    return (0.5 * (lo + hi)).to(lam.dtype)
 
 
 def _time_derivative(fn, t: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.shape import bcast
-from scoregen.sde.base import DIAGONAL_KERNEL, SDE, Params
+from scoregen.sde.base import DIAGONAL_KERNEL, FINITE_TERMINAL_SNR, SDE, Params
 from scoregen.sde.registry import register
 
 
@@ -60,7 +60,7 @@ def dct_matrix(n: int) -> Tensor:
 class BlurSDE(SDE):
     """Blurring diffusion: heat dissipation per DCT frequency and a truncated-cosine VP noise."""
 
-    capabilities = frozenset({DIAGONAL_KERNEL})
+    capabilities = frozenset({DIAGONAL_KERNEL, FINITE_TERMINAL_SNR})
     default_spacing = "uniform"
 
     def __init__(self, sigma_blur_max: float = 20.0, min_scale: float = 0.001,

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.shape import bcast
-from scoregen.sde.base import SDE, Params, declare_capability, positive
+from scoregen.sde.base import FINITE_TERMINAL_SNR, SDE, Params, declare_capability, positive
 from scoregen.sde.registry import register
 
 DAMPED_LANGEVIN = declare_capability(
@@ -66,7 +66,7 @@ DAMPED_LANGEVIN = declare_capability(
 class CLDSDE(SDE):
     """Critically-damped Langevin diffusion of ``(x, v)`` with hybrid score matching's kernel."""
 
-    capabilities = frozenset({DAMPED_LANGEVIN})
+    capabilities = frozenset({DAMPED_LANGEVIN, FINITE_TERMINAL_SNR})
     # uniform in log t: the velocity kernel's variance grows like t, so the reverse SDE is stiff
     # like 1/t near 0 and steps proportional to t keep Euler-type steps stable at any count
     default_spacing = "log"

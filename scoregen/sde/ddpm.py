@@ -42,6 +42,7 @@ class DiscreteVPSDE(VariancePreserving):
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         t_min: float | None = None,
+        zero_terminal_snr: bool = False,
     ) -> None:
         if betas is None:
             if not (isinstance(n, int) and n >= 1):
@@ -65,6 +66,7 @@ class DiscreteVPSDE(VariancePreserving):
         self._log_alpha_bar = torch.cat([b.new_zeros(1), torch.cumsum(torch.log1p(-b), 0)])
         self._rising = -self._log_alpha_bar  # increasing knots, for searchsorted
         self._slopes = self._log_alpha_bar.diff()  # per interval, so one lookup per call
+        self._init_terminal_snr(zero_terminal_snr)
 
     def alpha_bar(self) -> Tensor:
         """``alpha_bar_i`` for ``i = 1..N`` (float64), the cumulative product of ``1 - beta``."""
@@ -76,12 +78,12 @@ class DiscreteVPSDE(VariancePreserving):
         i = u.floor().clamp(0, self.n - 1)
         return i.long(), u - i
 
-    def log_alpha(self, t: Tensor) -> Tensor:
+    def schedule_log_alpha(self, t: Tensor) -> Tensor:
         i, w = self._interval(t)
         lab = torch.addcmul(self._log_alpha_bar.to(t.device)[i], w, self._slopes.to(t.device)[i])
         return lab.mul_(0.5).to(t.dtype)
 
-    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+    def schedule_t_from_log_snr(self, lam: Tensor) -> Tensor:
         """Exact inverse: ``log alpha_bar = -softplus(-2 lambda)``, then the knot interval
         holding it and the linear interpolation inside it (no bisection)."""
         rising = torch.nn.functional.softplus(-2 * lam.to(torch.float64)).contiguous()
@@ -90,10 +92,10 @@ class DiscreteVPSDE(VariancePreserving):
         w = (rising - knots[i]).div_(self._slopes.to(rising.device)[i]).neg_().clamp_(0, 1)
         return w.add_(i).div_(self.n).clamp_(0, self.T).to(lam.dtype)
 
-    def f(self, t: Tensor) -> Tensor:
+    def schedule_f(self, t: Tensor) -> Tensor:
         i, _ = self._interval(t)
         slope = self.n * torch.log1p(-self.betas.to(t.device))[i]
         return (0.5 * slope).to(t.dtype)
 
     def params(self) -> Params:
-        return {**self._spec, "t_min": self.t_min}
+        return {**self._spec, "t_min": self.t_min, **self._terminal_params()}

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from scoregen.infra import distributed, outputs
 from scoregen.infra.outputs import OutputError
-from scoregen.models import ScoreModel
+from scoregen.models import NoisyClassifier, ScoreModel
 from scoregen.training.checkpoint import find_checkpoint
 from scoregen.training.device import resolve_threads
 from scoregen.training.run_folder import (
@@ -56,6 +56,14 @@ def make_sample_fn(cfg: Any, out_dir: Path, reference: Tensor | None = None,
             return None
 
     return fn
+
+
+def is_classifier(cfg: Any) -> bool:
+    """Whether the config trains a noise-conditional classifier (a network of kind
+    ``classifier``) rather than a score model."""
+    from scoregen.models import NETWORKS
+
+    return NETWORKS.meta(cfg.model.network).get("kind") == "classifier"
 
 
 def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = True,
@@ -116,15 +124,20 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
         except (RuntimeError, TypeError, ValueError) as err:
             raise ValueError(f"model: cannot build network {cfg.model.network!r} for data of "
                              f"shape {shape} with options {cfg.model.options}: {err}") from None
-        model = ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data)
+        classifier = is_classifier(cfg)  # a noise-conditional classifier: logits, no samples
+        model = (NoisyClassifier(net, sde, cfg.model.sigma_data) if classifier else
+                 ScoreModel(net, sde, cfg.model.prediction, cfg.model.sigma_data))
         objective = build_objective(cfg.objective.name, sde, **cfg.objective.options)
         options = TrainOptions.from_dict({**asdict(cfg.train), "progress": progress,
                                           "workers": cfg.data.workers})
+        if classifier:
+            options.label_dropout, options.sample_every = 0.0, 0
         reference = (data[:2000] if isinstance(data, Tensor) else
                      torch.stack([data[i] for i in range(min(2000, len(data)))])
                      ) if shape == (2,) else None
         trainer = Trainer(model, data, objective, options, out, cfg.to_dict(),
-                          make_sample_fn(cfg, out, reference, device), labels=labels)
+                          None if classifier else make_sample_fn(cfg, out, reference, device),
+                          labels=labels)
         trainer.lock = lock
         trainer.kept = kept
         if resume and has_checkpoints(out):
@@ -138,4 +151,4 @@ def build_trainer(cfg: Any, out_dir: str | Path | None = None, progress: bool = 
     return trainer
 
 
-__all__ = ["build_trainer", "make_sample_fn"]
+__all__ = ["build_trainer", "is_classifier", "make_sample_fn"]

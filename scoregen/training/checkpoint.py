@@ -10,10 +10,12 @@ A run folder looks like::
     RUN/checkpoints/step_000500/checkpoint.json
 
 ``weights.safetensors`` holds every tensor: ``model.*`` (raw weights), ``ema.*`` (EMA
-weights), ``optim.<param>.<name>`` (optimizer state) and ``rng.<name>`` (random generator
-states as uint8 tensors). ``checkpoint.json`` holds the rest: model config (network, SDE,
-prediction), the run config, the training step, the optimizer's param groups and scalar
-state, versions of scoregen and torch, and the size and SHA-256 of the weights file.
+weights), ``optim.<param>.<name>`` (optimizer state), ``rng.<name>`` (random generator
+states as uint8 tensors) and, when the run tracks post-hoc EMA widths, ``phema.<i>.*`` (the
+power-function averages, :mod:`scoregen.training.posthoc_ema`). ``checkpoint.json`` holds
+the rest: model config (network, SDE, prediction), the run config, the training step, the
+optimizer's param groups and scalar state, versions of scoregen and torch, and the size and
+SHA-256 of the weights file.
 
 A checkpoint is written in a temporary folder and moved into place with ``os.replace``, so a
 crash never leaves a half-written checkpoint under its final name; ``LATEST`` is replaced the
@@ -106,12 +108,15 @@ def save_checkpoint(
     run_config: dict[str, Any] | None = None,
     keep: int | None = None,
     objective: nn.Module | None = None,
+    extra: dict[str, Tensor] | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/step_XXXXXX`` atomically, point ``root/LATEST`` at it, keep the newest
     ``keep`` checkpoints. ``model`` (and ``ema``) must have a ``config()`` method
     (:class:`~scoregen.models.ScoreModel`); the training objective's own state (e.g. a target
-    network), when it has one, is saved as the group ``objective``. Returns the checkpoint
-    folder."""
+    network), when it has one, is saved as the group ``objective``; ``extra`` adds tensors
+    under their own group prefix (e.g. ``phema.*``, the post-hoc EMA averages) and
+    ``extra_meta`` keys to ``checkpoint.json``. Returns the checkpoint folder."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
@@ -127,6 +132,7 @@ def save_checkpoint(
         opt_tensors, optim_meta = _flatten_optimizer(optimizer)
         tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.detach().cpu().contiguous() for k, v in (rng or {}).items()})
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
 
     meta = json.loads(json.dumps({
         "format": FORMAT,
@@ -136,6 +142,7 @@ def save_checkpoint(
         "has_objective_state": bool(objective_state),
         "optimizer": optim_meta,
         "run_config": run_config,
+        **(extra_meta or {}),
         "versions": {"scoregen": __version__, "torch": torch.__version__},
     }))  # exactly what reading checkpoint.json gives back, so its digest is reproducible
     outputs.mark_folder(root, "checkpoints", only=("run",))
@@ -276,6 +283,26 @@ def load_model(path: str | Path, ema: bool = True, device: str | torch.device = 
     return model.to(device).eval()
 
 
+def load_classifier(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"):
+    """The :class:`~scoregen.models.classifier.NoisyClassifier` of a classifier run or
+    checkpoint (``objective.name: classifier``), in eval mode, EMA weights by default."""
+    from scoregen.models.classifier import build_classifier
+
+    ckpt = read_checkpoint(path)
+    if ckpt.meta["model"].get("kind") != "classifier":
+        raise CheckpointError(f"{ckpt.path / META} holds a score model, not a noise-conditional "
+                              "classifier; train one with objective.name: classifier "
+                              "(configs/digits_classifier.yaml)")
+    try:
+        clf = build_classifier(ckpt.meta["model"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{ckpt.path / META}: cannot rebuild the classifier: {err}"
+                              ) from None
+    prefix = "ema" if ema and ckpt.meta.get("has_ema") else "model"
+    load_state(clf, ckpt.group(prefix), ckpt.path / WEIGHTS)
+    return clf.to(device).eval()
+
+
 def load_state(module: nn.Module, state: dict[str, Tensor], source: Path) -> None:
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming ``source``."""
     try:
@@ -308,6 +335,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "find_checkpoint",
+    "load_classifier",
     "load_model",
     "load_state",
     "read_checkpoint",

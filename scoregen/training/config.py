@@ -30,6 +30,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from scoregen.models.prediction import PARAMETERIZATIONS
+from scoregen.sde.base import FINITE_TERMINAL_SNR
 
 
 class ConfigError(ValueError):
@@ -91,6 +92,10 @@ class TrainConfig:
         accumulate: micro-batches per step on each process (gradient accumulation).
         warmup: steps of linear LR warm-up; grad_clip: max gradient norm (0 = off).
         ema_decay: EMA decay of the weights used for sampling.
+        ema_sigma_rel: widths of power-function EMAs to track for post-hoc EMA (EDM2; e.g.
+            ``[0.05, 0.1]``; empty: none), written as snapshots every
+            ``ema_snapshot_every`` steps (0: at every checkpoint) and reconstructed at any
+            width by ``scoregen ema`` (:mod:`scoregen.training.posthoc_ema`).
         seed: seeds the model init (in :func:`build_trainer`) and every training draw.
         device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda[:N]``.
         precision: ``auto`` (bf16 autocast on CUDA if supported, fp32 on CPU), ``fp32``,
@@ -118,6 +123,8 @@ class TrainConfig:
     warmup: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_sigma_rel: list[float] = field(default_factory=list)
+    ema_snapshot_every: int = 0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -187,6 +194,10 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "warmup"): _NONNEG,
     ("train", "grad_clip"): _NONNEG,
     ("train", "ema_decay"): ((lambda v: 0 <= v < 1), "must lie in [0, 1)"),
+    ("train", "ema_sigma_rel"): ((lambda v: isinstance(v, list) and all(
+        isinstance(s, int | float) and 0 < s < 0.2886 for s in v)),
+        "must be a list of widths in (0, 0.2886), e.g. [0.05, 0.1]"),
+    ("train", "ema_snapshot_every"): _NONNEG,
     ("train", "precision"): _choice("auto", "fp32", "bf16"),
     ("train", "threads"): _NONNEG,
     ("train", "log_every"): _POSITIVE,
@@ -198,7 +209,7 @@ RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("train", "label_dropout"): ((lambda v: v is None or 0 <= v <= 1), "must lie in [0, 1]"),
     ("sample", "steps"): _POSITIVE,
     ("sample", "n"): _POSITIVE,
-    ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm"),
+    ("sample", "spacing"): _choice("auto", "uniform", "quadratic", "logsnr", "edm", "trailing"),
     ("train", "seed"): ((lambda v: 0 <= v <= SEED_MAX), "must lie in [0, 2^62]"),
     ("sample", "seed"): ((lambda v: 0 <= v <= SEED_MAX), "must lie in [0, 2^62]"),
 }
@@ -381,6 +392,21 @@ def _check_consistency(cfg: Config) -> None:
         sde = get(cfg.sde.name, **cfg.sde.options)
     except (TypeError, ValueError, KeyError) as err:
         raise ConfigError(f"sde: {err.args[0] if err.args else err}") from None
+    from scoregen.models import NETWORKS
+    from scoregen.training.objectives import OBJECTIVES, resolve_name
+
+    classifier_net = NETWORKS.meta(cfg.model.network).get("kind") == "classifier"
+    classifier_loss = OBJECTIVES.meta(resolve_name(cfg.objective.name, sde)).get(
+        "model") == "classifier"
+    if classifier_net != classifier_loss:
+        raise ConfigError(
+            f"model.network {cfg.model.network!r} and objective.name {cfg.objective.name!r} "
+            "do not fit: a noise-conditional classifier is network 'classifier' with objective "
+            "'classifier' (and model.num_classes); a score model takes any other pair")
+    if (not sde.capabilities >= {FINITE_TERMINAL_SNR} and not classifier_net
+            and cfg.model.prediction in ("eps", "edm")):
+        raise ConfigError(f"model.prediction: {cfg.model.prediction!r} cannot give x0 where "
+                          "alpha(T) = 0 (sde.zero_terminal_snr); use v (Lin et al. 2024) or x0")
     try:
         build_objective(cfg.objective.name, sde, **cfg.objective.options)
     except (TypeError, ValueError, KeyError) as err:

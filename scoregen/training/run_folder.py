@@ -13,8 +13,8 @@ A run folder (``train.out``) belongs to one run at a time, and its files to that
   record of outputs (:mod:`scoregen.infra.outputs`), which scoregen writes when a run starts
   in the folder; the names of the files in it prove nothing. A folder without the tag that
   holds entries named like a run's (``checkpoints``, ``log.csv``, ``config.yaml``,
-  ``samples``) is not scoregen's and is refused in every mode: nothing in it is used,
-  replaced or deleted.
+  ``samples``, post-hoc EMA ``ema_snapshots`` or reconstructions ``ema``) is not scoregen's
+  and is refused in every mode: nothing in it is used, replaced or deleted.
 - **Fresh, resume, overwrite** (:func:`prepare`). A fresh run refuses a run folder that
   already holds a run; ``resume`` continues from its newest checkpoint (and starts fresh in a
   folder without one); ``overwrite`` deletes the files scoregen wrote in it (with the content
@@ -46,7 +46,7 @@ from typing import Any
 from scoregen.infra import outputs
 
 LOCK = ".lock"
-RUN_FILES = ("checkpoints", "log.csv", "config.yaml", "samples")
+RUN_FILES = ("checkpoints", "log.csv", "config.yaml", "samples", "ema_snapshots", "ema")
 MODES = ("fresh", "resume", "overwrite")
 
 
@@ -160,7 +160,7 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     """Delete temporary ``.tmp-*`` / ``.old-*`` entries that killed writers left in the run
     folder and its ``checkpoints/`` (:func:`scoregen.infra.outputs.clean_temporaries`: only
     those of processes no longer running); returns them."""
-    return [p for folder in (run_dir / "checkpoints", run_dir)
+    return [p for folder in (run_dir / "checkpoints", run_dir / "ema_snapshots", run_dir)
             for p in outputs.clean_temporaries(folder)]
 
 

@@ -8,6 +8,7 @@ Each step::
     y     = null label if u' < label_dropout else y_k              class-conditional runs only
     AdamW step on grad clipped to norm grad_clip                   (Loshchilov & Hutter 2019)
     ema   = d * ema + (1 - d) * params,  d = min(ema_decay, (1 + step) / (10 + step))
+    ema_i = b * ema_i + (1 - b) * params,  b = (1 - 1/step)^(gamma_i + 1)   post-hoc EMA widths
 
 Every random draw of an example (its data index, ``t``, ``eps``) is a pure function of the
 run's ``seed``, the step and the example's index ``k`` in the global batch
@@ -70,6 +71,7 @@ from scoregen.training.config import TrainConfig
 from scoregen.training.csv_log import CsvLog
 from scoregen.training.device import resolve_precision
 from scoregen.training.objectives import Objective
+from scoregen.training.posthoc_ema import PowerEMA, prune_snapshots
 from scoregen.training.run_folder import (
     RunLock,
     check_writer,
@@ -170,6 +172,8 @@ class Trainer:
         self.amp_dtype = resolve_precision(self.opt.precision, self.device)
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.phema = (PowerEMA(self.model, self.opt.ema_sigma_rel) if self.opt.ema_sigma_rel
+                      else None)  # post-hoc EMA (EDM2): power EMAs, snapshots for `scoregen ema`
         self.data = data.to(self.device) if isinstance(data, Tensor) else data
         self.seed = self.opt.seed  # keys every draw; a resumed run keeps its checkpoint's
         self.order = EpochOrder(len(data), self.seed)
@@ -298,6 +302,8 @@ class Trainer:
         self.step += 1
         self.position += self.opt.batch_size
         self.update_ema()
+        if self.phema is not None:
+            self.phema.update(self.model, self.step)
         self.objective.after_step(self.model, self.step)
         return value
 
@@ -348,10 +354,18 @@ class Trainer:
             save_checkpoint(root, self.step, self.model, ema=self.ema,
                             optimizer=self.optimizer, rng=self.rng_state(),
                             run_config=self.run_config, keep=self.opt.keep_checkpoints,
-                            objective=self.objective)
+                            objective=self.objective,
+                            **self._phema_state())
         distributed.barrier()
         self.last_checkpoint = root / f"step_{self.step:06d}"
         return self.last_checkpoint
+
+    def _phema_state(self) -> dict[str, Any]:
+        """The post-hoc EMA averages and widths for :func:`save_checkpoint` (none if off)."""
+        if self.phema is None:
+            return {}
+        return {"extra": {f"phema.{k}": v for k, v in self.phema.state_tensors().items()},
+                "extra_meta": {"ema_sigma_rel": self.phema.sigma_rels}}
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint (or run folder): weights, EMA, optimizer, step, the
@@ -372,6 +386,13 @@ class Trainer:
                    else ckpt.group("model"), weights)
         if ckpt.meta.get("has_objective_state"):
             load_state(self.objective, ckpt.group("objective"), weights)
+        if self.phema is not None:
+            if ckpt.meta.get("ema_sigma_rel") != self.phema.sigma_rels:
+                raise CheckpointError(
+                    f"{ckpt.path} tracks post-hoc EMA widths {ckpt.meta.get('ema_sigma_rel')} "
+                    f"but train.ema_sigma_rel is {self.phema.sigma_rels}: a power EMA needs the "
+                    "whole run; resume with the same widths or start a fresh run")
+            self.phema.load_tensors(ckpt.group("phema"), weights)
         restore_optimizer(self.optimizer, ckpt)
         rng = ckpt.group("rng")
         if "data_position" not in rng:
@@ -413,6 +434,10 @@ class Trainer:
                     losses, n_log, t_log = [], 0, now
                 if _due(self.step, opt.ckpt_every, opt.steps) or stop:
                     self.save()
+                if (self.phema is not None and self.writes
+                        and (_due(self.step, opt.ema_snapshot_every or opt.ckpt_every,
+                                  opt.steps) or stop)):
+                    self.phema.save_snapshot(self.out_dir, self.step)
                 if (self.sample_fn is not None and self.ctx.is_main
                         and (_due(self.step, opt.sample_every, opt.steps) or stop)):
                     self.sample_fn(self.ema, self.step)
@@ -451,6 +476,7 @@ class Trainer:
             claim(self.out_dir)
             check_writer(self.out_dir, self.last_checkpoint)
             truncate_log(self.out_dir / "log.csv", self.step)
+            prune_snapshots(self.out_dir, self.step)
         except BaseException:
             self.lock.release()
             raise
