@@ -58,7 +58,7 @@ from torchdiffeq import odeint
 from scoregen.samplers._final import FinalInterval
 from scoregen.samplers.euler_maruyama import resolve_variable
 from scoregen.samplers.registry import register
-from scoregen.sde.base import FINITE_TERMINAL_SNR, SCALAR_KERNEL
+from scoregen.sde.base import FINITE_TERMINAL_SNR
 
 VARIABLES = ("auto", "u", "t")
 
