@@ -205,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
     if args.measure and args.sampler is None:
         from scoregen.sampling.inverse import METHODS
 
-        allowed = METHODS.get(args.method).samplers  # e.g. smc: a stochastic Gaussian kernel
-        sampler = allowed[0] if allowed else sampler
+        fits = METHODS.get(args.method).samplers  # smc: a stochastic Gaussian kernel
+        sampler = fits[0] if fits else sampler
     adaptive = SAMPLERS.meta(sampler).get("nfe_per_step") is None
     if adaptive and args.steps is not None:
         print(f"note: --steps does not apply to the adaptive sampler {sampler}: it chooses its "

@@ -26,8 +26,9 @@ times in all (:func:`scoregen.sampling.inverse.solve.repaint`); NFE grow ``r``-f
 Replacement is biased: the unknown coordinates only feel the known ones through the noisy
 ``x_t[K]``, never through ``y`` itself, so it does not sample ``p(x_U | x_K = y)`` exactly.
 :meth:`scoregen.models.analytic.GaussianMixture.condition` gives that law in closed form for a
-mixture; ``experiments/inverse_problems.py`` measures every method against it, including the
-less biased ones (``scoregen.solve_inverse(..., method="smc")``).
+mixture; ``experiments/inpaint_default.py`` and ``scoregen compare --inverse`` measure every
+method against it, including the less biased ones (``scoregen.solve_inverse(...,
+method="smc")``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from torch import Tensor
 from scoregen.models.prediction import Model
 from scoregen.samplers import SAMPLERS
 from scoregen.sampling.api import SampleResult
-from scoregen.sampling.inverse.operators import MASKS, Mask, region_mask
+from scoregen.sampling.inverse.operators import Mask
+from scoregen.sampling.inverse.regions import MASKS, region_mask
 from scoregen.sampling.inverse.solve import renoise, solve_inverse
 
 

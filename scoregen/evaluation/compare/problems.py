@@ -21,7 +21,8 @@ from torch import Tensor
 
 from scoregen.models.analytic import GaussianMixture, LinearPosterior, preset
 from scoregen.models.prediction import Model
-from scoregen.sampling.inverse.operators import Operator, operator
+from scoregen.sampling.inverse.base import Operator
+from scoregen.sampling.inverse.operators import operator
 from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sde.base import SDE
 

@@ -363,7 +363,8 @@ def plot_inverse_grid(comp: InverseComparison, name: str, observed: Tensor, trut
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+        ax.set_ylabel(label.replace(" ", "\n"), rotation=0, ha="right", va="center",
+                      fontsize=6)
     fig.suptitle(f"{name}: {comp.settings['show_nfe']} NFE", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -217,8 +217,9 @@ def inverse_metrics(x: Tensor, problem: InverseProblem) -> dict[str, float]:
     if problem.posteriors is None:
         from scoregen.evaluation.digits_classifier import get_classifier
 
+        net = get_classifier()  # trains on first use: outside no_grad
         with torch.no_grad():
-            pred = get_classifier()(x.to(torch.float32)).argmax(1)
+            pred = net(x.to(torch.float32)).argmax(1)
         truth = problem.labels.repeat_interleave(xs.shape[1])
         return {"label_agreement": float((pred == truth).to(torch.float64).mean()),
                 "residual": residual}
@@ -250,8 +251,9 @@ def run_inverse(problems: Sequence[InverseProblem], methods: Sequence[InverseMet
                 curve_steps: int = 100, curve_sampler: str = "dpm_solver++_sde", seed: int = 0,
                 show_nfe: int | None = None, progress: bool = True) -> InverseComparison:
     """Every method at every budget on every problem (``n`` samples per point), then the
-    particle method with ``curve`` particle counts at ``curve_steps`` steps. ``show_nfe``:
-    the budget whose samples are kept for the image grids (default: the largest)."""
+    particle method with ``curve`` particle counts at ``curve_steps`` steps (with the options of
+    the ``smc`` row of ``methods``, if any). ``show_nfe``: the budget whose samples are kept for
+    the image grids (default: the largest)."""
     from scoregen.sampling.inverse.solve import solve_inverse
 
     budgets = sorted(set(int(b) for b in budgets))
@@ -260,7 +262,8 @@ def run_inverse(problems: Sequence[InverseProblem], methods: Sequence[InverseMet
     show = show_nfe or budgets[-1]
     jobs: list[tuple[InverseProblem, InverseMethod, int | None, int | None]] = [
         (p, m, b, None) for p in problems for m in methods for b in budgets]
-    jobs += [(p, InverseMethod("smc", curve_sampler, {"particles": k}), None, k)
+    curve_opts = next((m.options for m in methods if m.method == "smc"), {})
+    jobs += [(p, InverseMethod("smc", curve_sampler, {**curve_opts, "particles": k}), None, k)
              for p in problems for k in curve]
     comp = InverseComparison(
         {"budgets": budgets, "n": n, "seed": seed, "curve": list(curve),

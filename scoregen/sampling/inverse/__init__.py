@@ -1,8 +1,10 @@
 """Linear inverse problems ``y = A x + sigma_y n``: an operator plus a method.
 
+- :mod:`~scoregen.sampling.inverse.base`: ``Operator``, its SVD layout and the checked
+  ``Measurement``.
 - :mod:`~scoregen.sampling.inverse.operators`: the measurement operators (masks, average
   pooling, Gaussian blur, random projections; ``A``, ``A^T``, the SVD where known) and their
-  registry.
+  registry; :mod:`~scoregen.sampling.inverse.regions`: the named mask regions.
 - :mod:`~scoregen.sampling.inverse.methods`: the posterior-sampling methods and the model
   wrapper through which they reach every sampler.
 - :mod:`~scoregen.sampling.inverse.smc`: the particle method.

@@ -54,7 +54,7 @@ from torch import Tensor
 from scoregen.infra.registry import Registry
 from scoregen.infra.shape import batch_times, bcast
 from scoregen.models.prediction import Model, Prediction, check_model, from_x0_eps, to_x0_eps
-from scoregen.sampling.inverse.operators import Measurement
+from scoregen.sampling.inverse.base import Measurement
 from scoregen.sampling.noise import NoiseSource
 
 PairFn = Callable[["Conditioned", Tensor, Tensor], Prediction]
@@ -259,9 +259,10 @@ register(Method("pigdm", _pigdm, needs_svd=False, gradient=True, options={"data_
 register(Method("dps", _dps, needs_svd=False, gradient=True, options={"zeta": 1.0},
                 summary="score + zeta J^T A^T r / ||r|| per step of a 1000-step chain"))
 register(Method("smc", None, needs_svd=True,
-                samplers=("ancestral", "ddim", "dpm_solver++_sde"),
+                samplers=("dpm_solver++_sde", "ancestral", "ddim"),
                 options={"particles": 16, "ess": 0.5, "twist": "tds"},
-                summary="particles: MCGdiff proposal, TDS twist; exact as particles grow"))
+                summary="particles on the sampler's Gaussian kernel, TDS twisting (or "
+                        "MCGdiff's); exact as particles grow"))
 
 
 __all__ = ["METHODS", "Conditioned", "Method", "conjugate_gradient", "register"]

@@ -1,18 +1,9 @@
 """Linear measurement operators ``y = A x + sigma_y n``: one registry, ``A``, ``A^T`` and the SVD.
 
-An :class:`Operator` acts on a batch ``x: (B, *shape)`` and gives ``y: (B, *out_shape)``;
-:meth:`Operator.AT` is its adjoint (``<A x, y> = <x, A^T y>``, a test checks it). Where the SVD
-``A = U diag(s) V^T`` is known in closed form, :attr:`Operator.svd` gives it in one layout shared
-by every operator (:class:`SVD`): the *spectral coordinates* of an event are ``c = V^T x``, a
-``(B, D)`` tensor (``D`` = values per event); coordinate ``i`` is observed with singular value
-``s_i > 0`` or unobserved (``s_i = 0``). The measurement then reads, per observed coordinate,
-
-    (U^T y)_i / s_i = c_i + (sigma_y / s_i) n_i,       n ~ N(0, I),
-
-so every method that needs the SVD (DDNM, replacement on a non-mask operator, the particle
-method) is elementwise in this layout (Kawar et al. 2022, "DDRM", sec. 3; Wang et al. 2023,
-"DDNM", sec. 3). Operators without a closed-form SVD (:class:`LinearOperator`) have
-``svd = None``; methods that need it refuse them with an error.
+Each operator gives ``A``, its adjoint ``A^T`` (a test checks ``<A x, y> = <x, A^T y>``) and,
+where known in closed form, the SVD in the spectral layout of
+:mod:`~scoregen.sampling.inverse.base` (``c = V^T x``, one singular value per coordinate, 0
+where unobserved). Operators without one (:class:`LinearOperator`) have ``svd = None``.
 
 Registered operators (:data:`OPERATORS`, spec ``NAME[:ARG]``, :func:`operator`):
 
@@ -39,152 +30,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from scoregen.infra.registry import Registry
-
-MaskFn = Callable[[tuple[int, ...]], Tensor]
-MASKS: Registry[MaskFn] = Registry("mask")
-
-
-def _half(dim: int, upper: bool) -> MaskFn:
-    def fn(shape: tuple[int, ...]) -> Tensor:
-        m = torch.zeros(shape, dtype=torch.bool)
-        idx = [slice(None)] * len(shape)
-        idx[dim] = slice(shape[dim] // 2, None) if upper else slice(0, shape[dim] // 2)
-        m[tuple(idx)] = True
-        return m
-    return fn
-
-
-def _image_region(name: str, shape: tuple[int, ...]) -> None:
-    if len(shape) < 2:
-        raise ValueError(f"mask {name} needs images (C, H, W), got samples of shape {shape}")
-
-
-@MASKS.register("right-half")
-def right_half(shape: tuple[int, ...]) -> Tensor:
-    """The right half of an image (last axis), or the second half of a vector."""
-    return _half(len(shape) - 1, True)(shape)
-
-
-@MASKS.register("left-half")
-def left_half(shape: tuple[int, ...]) -> Tensor:
-    """The left half of an image (last axis), or the first half of a vector."""
-    return _half(len(shape) - 1, False)(shape)
-
-
-@MASKS.register("bottom-half")
-def bottom_half(shape: tuple[int, ...]) -> Tensor:
-    """The bottom half of an image (second-to-last axis)."""
-    _image_region("bottom-half", shape)
-    return _half(len(shape) - 2, True)(shape)
-
-
-@MASKS.register("top-half")
-def top_half(shape: tuple[int, ...]) -> Tensor:
-    """The top half of an image (second-to-last axis)."""
-    _image_region("top-half", shape)
-    return _half(len(shape) - 2, False)(shape)
-
-
-@MASKS.register("center")
-def center(shape: tuple[int, ...]) -> Tensor:
-    """The central square of side H/2 of an image."""
-    _image_region("center", shape)
-    m = torch.zeros(shape, dtype=torch.bool)
-    h, w = shape[-2], shape[-1]
-    m[..., h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = True
-    return m
-
-
-def region_mask(name: str, shape: tuple[int, ...]) -> Tensor:
-    """The named region (:data:`MASKS`) to *fill* for samples of event shape ``shape``."""
-    return MASKS.get(name)(tuple(shape))
-
-
-# -- the SVD layout ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SVD:
-    """``A = U diag(s) V^T`` in the spectral layout of the module docstring.
-
-    ``s``: ``(D,)`` or ``(B, D)`` float64 singular values, 0 at unobserved coordinates;
-    ``vt(x) -> (B, D)``, ``v(c) -> (B, *shape)``, ``ut(y) -> (B, D)`` (``U^T y`` placed at the
-    observed coordinates, 0 elsewhere) and ``u(c) -> (B, *out_shape)`` (reads the observed
-    coordinates).
-    """
-
-    s: Tensor
-    vt: Callable[[Tensor], Tensor]
-    v: Callable[[Tensor], Tensor]
-    ut: Callable[[Tensor], Tensor]
-    u: Callable[[Tensor], Tensor]
-
-    def observed(self, like: Tensor) -> Tensor:
-        """Boolean ``(B or 1, D)``: the coordinates the measurement sees."""
-        return (self.s > 0).to(like.device).expand_as(like)
-
-    def pinv_coords(self, y: Tensor) -> Tensor:
-        """``(U^T y)_i / s_i`` on observed coordinates, 0 elsewhere: ``(B, D)``."""
-        c = self.ut(y)
-        s = self.s.to(c)
-        safe = torch.where(s > 0, s, torch.ones_like(s))
-        return torch.where(s > 0, c / safe, torch.zeros_like(c))
-
-
-class Operator:
-    """A linear measurement ``A`` from events of shape ``shape`` to ``out_shape``.
-
-    Subclasses give :meth:`A`, :meth:`AT` and, where known, :attr:`svd`. ``name`` is the
-    registry spec it was built from (or a description).
-    """
-
-    name: str = "operator"
-    shape: tuple[int, ...] = ()
-    out_shape: tuple[int, ...] = ()
-
-    def A(self, x: Tensor) -> Tensor:  # noqa: N802 (the paper symbol)
-        raise NotImplementedError
-
-    def AT(self, y: Tensor) -> Tensor:  # noqa: N802 (the paper symbol)
-        raise NotImplementedError
-
-    @property
-    def svd(self) -> SVD | None:
-        """The closed-form SVD, or ``None``."""
-        return None
-
-    @property
-    def dim(self) -> int:
-        return math.prod(self.shape)
-
-    def rows(self) -> Tensor:
-        """Boolean ``(prod(out_shape),)``: the rows of ``A`` that carry information (a mask's
-        zero rows do not)."""
-        return torch.ones(math.prod(self.out_shape), dtype=torch.bool)
-
-    def matrix(self) -> Tensor:
-        """``A`` as a dense float64 ``(m, D)`` matrix of its informative rows (:meth:`rows`)."""
-        eye = torch.eye(self.dim, dtype=torch.float64).reshape(self.dim, *self.shape)
-        return self.A(eye).reshape(self.dim, -1).T[self.rows()]
-
-    def flat(self, y: Tensor) -> Tensor:
-        """``y: (*out_shape)`` or ``(B, *out_shape)`` as the ``(m,)``/``(B, m)`` values of the rows
-        of :meth:`matrix`."""
-        y = torch.as_tensor(y)
-        lead = y.shape[: y.ndim - len(self.out_shape)]
-        return y.reshape(*lead, -1)[..., self.rows()]
-
-    def check_x(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"operator {self.name} acts on events of shape {self.shape}, got "
-                             f"data of shape {tuple(x.shape)}")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, shape={self.shape})"
+from scoregen.sampling.inverse.base import SVD, Measurement, Operator, measurement
+from scoregen.sampling.inverse.regions import MASKS, region_mask
 
 
 class Mask(Operator):
@@ -218,6 +70,9 @@ class Mask(Operator):
                                                                   device=x.device))
 
     AT = A
+
+    def observed_part(self, y: Tensor) -> Tensor:
+        return self.A(y)  # values outside the mask are ignored
 
     def rows(self) -> Tensor:
         if self.per_sample:
@@ -439,58 +294,6 @@ class LinearOperator(Operator):
 
     def AT(self, y: Tensor) -> Tensor:  # noqa: N802 (the paper symbol)
         return self._AT(y)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """``y = A x + sigma_y n`` for a batch: ``operator``, ``y: (B, *out_shape)``,
-    ``sigma_y >= 0``."""
-
-    operator: Operator
-    y: Tensor
-    sigma_y: float
-
-    @property
-    def batch(self) -> int:
-        return self.y.shape[0]
-
-    def spectral(self) -> tuple[SVD, Tensor, Tensor]:
-        """``(svd, y_bar, c)``: the SVD, ``y_bar = (U^T y) / s`` and the noise ``c = sigma_y / s``
-        of every spectral coordinate (``(B, D)``; 0 at unobserved coordinates). A clear error
-        when the operator has no closed-form SVD."""
-        svd = self.operator.svd
-        if svd is None:
-            raise ValueError(f"operator {self.operator.name} has no closed-form SVD")
-        y_bar = svd.pinv_coords(self.y)
-        s = svd.s.to(y_bar).expand_as(y_bar)
-        c = torch.where(s > 0, self.sigma_y / torch.where(s > 0, s, torch.ones_like(s)),
-                        torch.zeros_like(s))
-        return svd, y_bar, c
-
-
-def measurement(op: Operator, y: Tensor, sigma_y: float = 0.0, batch: int | None = None,
-                dtype: torch.dtype | None = None) -> Measurement:
-    """Check a measurement: ``y`` of shape ``out_shape`` (shared by the batch) or ``(B,
-    *out_shape)``, finite; ``sigma_y`` a finite number ``>= 0``."""
-    if not isinstance(sigma_y, int | float) or not math.isfinite(sigma_y) or sigma_y < 0:
-        raise ValueError(f"sigma_y (the measurement noise) must be a finite number >= 0, got "
-                         f"{sigma_y!r}")
-    y = torch.as_tensor(y)
-    if dtype is not None:
-        y = y.to(dtype)
-    if tuple(y.shape) == op.out_shape:
-        y = y[None].expand(batch or 1, *op.out_shape)
-    if y.ndim < 1 or tuple(y.shape[1:]) != op.out_shape or (batch is not None
-                                                             and y.shape[0] != batch):
-        want = f"({batch}, {', '.join(map(str, op.out_shape))})" if batch else (
-            f"(B, {', '.join(map(str, op.out_shape))})")
-        raise ValueError(f"y has shape {tuple(y.shape)}, but operator {op.name} measures "
-                         f"{op.out_shape}: give y of shape {op.out_shape} or {want}")
-    if not torch.isfinite(y).all():
-        raise ValueError("y contains NaN or infinite values")
-    if isinstance(op, Mask):
-        y = op.A(y)  # values outside the mask are ignored
-    return Measurement(op, y, float(sigma_y))
 
 
 # -- the registry -----------------------------------------------------------------------------

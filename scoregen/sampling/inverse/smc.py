@@ -12,32 +12,34 @@ particle's state,
 (``ancestral``: the DDPM posterior; ``ddim`` with ``eta > 0``: ``m_t = alpha_s x0_hat +
 sqrt(sigma_s^2 - v) eps_hat``, ``v = (eta std_post)^2``; ``dpm_solver++_sde``: the second-order
 multistep mean of SDE-DPM-Solver++(2M), Lu et al. 2022b, with the particle's previous
-``x0_hat`` as its history). Two potentials guide the particles:
+``x0_hat`` as its history). A proposal ``q`` and twisting functions ``h_t`` with ``h_0`` the
+likelihood give the incremental weight
 
-- the **proposal** of MCGdiff (Cardoso, Janati, Le Corff & Moulines 2024, "Monte Carlo guided
-  diffusion for Bayesian linear inverse problems", Algorithm 1): ``q(x_s | x_t) ∝ p(x_s | x_t)
-  f_s(x_s)`` with ``f_s(x) = prod_i N(alpha_s y_bar_i; c_i, sigma_s^2 + alpha_s^2 c_noise_i^2)``,
-  the likelihood of ``alpha_s y_bar`` (a forward draw of ``x_s``'s observed coordinates) under a
-  flat prior. Both are Gaussian, so the move is exact per observed coordinate (precision ``1/v +
-  1/tau_s^2``) and its normaliser ``Z(x_t) = prod_i N(alpha_s y_bar_i; m_t,i, v + tau_s^2)`` is
-  known; as ``sigma_s -> 0`` it pins the observed coordinates to ``y_bar``.
-- the **twisting function** of TDS (Wu, Trippe, Naesseth, Blei & Cunningham 2023, "Practical
-  and asymptotically exact conditional sampling in diffusion models", sec. 3.2):
-  ``h_t(x) = prod_i N(y_bar_i; c0_i(x), sigma_t^2 / alpha_t^2 + c_noise_i^2)``, the measurement
-  given the model's ``x0_hat(x)`` (``c0 = V^T x0_hat``); ``twist="flat"`` uses ``f_t`` instead
-  (MCGdiff exactly).
+    w = p(x_s | x_t) h_s(x_s) / (q(x_s | x_t) h_t(x_t)),
 
-The incremental weight is ``w = p(x_s | x_t) h_s(x_s) / (q(x_s | x_t) h_t(x_t)) = Z(x_t)
-h_s(x_s) / (f_s(x_s) h_t(x_t))``; ``h_s`` needs ``x0_hat(x_s)``, so each step's weight is
-completed by the next evaluation (one NFE per particle and step, no gradient). Particles start
-from the prior times ``f_T`` and are resampled (systematic) whenever the effective sample size
-falls below ``ess * K``. The last interval is the denoising step ``x_0 = x0_hat(x_t)``, weighted
-by the exact likelihood ``N(y_bar; c0, c_noise^2)`` over ``h_t``; noiseless coordinates are set to
-``y_bar`` (their likelihood is a point mass; with the TDS twist the weight of this move is
-exactly 1). The potentials telescope, so the particles target ``p(x_0) N(y_bar; c_0,
-c_noise^2)`` under the sampler's own path law: the posterior, up to the sampler's
-discretisation error, as ``K -> infinity``. One particle per sample is drawn from the final
-weights.
+so the weights telescope and the particles target ``p(x_0) N(y_bar; c_0, c_noise^2)`` under the
+sampler's own path law: the posterior, up to the sampler's discretisation error, as ``K ->
+infinity``. Two choices (``twist``):
+
+- ``"tds"`` (default; Wu, Trippe, Naesseth, Blei & Cunningham 2023, "Practical and asymptotically
+  exact conditional sampling in diffusion models", Algorithm 1): ``h_t(x) = prod_i N(y_bar_i;
+  c0_i(x), sigma_t^2 / alpha_t^2 + c_noise_i^2)`` with ``c0 = V^T x0_hat(x)``, the measurement
+  given the model's prediction; ``q = N(m_t + v grad log h_t(x_t), v I)`` (one vector-Jacobian
+  product); particles start from the prior with weights ``h_T``. ``h_s(x_s)`` needs
+  ``x0_hat(x_s)``, so each weight is completed by the next evaluation.
+- ``"flat"`` (MCGdiff: Cardoso, Janati, Le Corff & Moulines 2024, "Monte Carlo guided diffusion
+  for Bayesian linear inverse problems", Algorithm 1): ``h_t(x) = prod_i N(alpha_t y_bar_i;
+  c_i, sigma_t^2 + alpha_t^2 c_noise_i^2)``, the likelihood of ``alpha_t y_bar`` (a forward draw
+  of the observed coordinates) under a flat prior; ``q ∝ p h_s`` is Gaussian, so the observed
+  coordinates move by the exact product (precision ``1/v + 1/tau_s^2``) and ``w`` is its
+  normaliser over ``h_t(x_t)``; no gradient. Particles start from the prior times ``h_T``.
+
+Particles are resampled (systematic) whenever the effective sample size falls below ``ess *
+K``. The last interval is the denoising step ``x_0 = x0_hat(x_t)``, weighted by the exact
+likelihood ``N(y_bar; c0, c_noise^2)`` over ``h_t``; noiseless coordinates are set to ``y_bar``
+(their likelihood is a point mass), weighted by ``N(y_bar; c0, sigma_t^2 / alpha_t^2)``, the
+spread of ``x_0`` given ``x_t`` at the last time (with the TDS twist this weight is exactly 1).
+One particle per sample is drawn from the final weights.
 
 NFE: every particle's evaluation counts, ``K`` per step. The weights also estimate the
 evidence, ``log p(y) ~ sum_steps log sum_k W_k w_k - sum_i log s_i`` (``info["log_evidence"]``;
@@ -53,10 +55,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.models.prediction import Model
+from scoregen.models.prediction import Model, Prediction
 from scoregen.samplers._exp import exp_step, grid_nodes, sde_noise_std
 from scoregen.sampling.denoiser import Denoiser
-from scoregen.sampling.inverse.operators import Mask, Measurement
+from scoregen.sampling.inverse.base import Measurement
+from scoregen.sampling.inverse.operators import Mask
 from scoregen.sampling.noise import NoiseSource
 from scoregen.sde.base import SDE
 
@@ -167,10 +170,10 @@ def smc(model: Model, sde: SDE, meas: Measurement, ts: Tensor, *, particles: int
         a, s = nodes[i].alpha, nodes[i].sigma
         return total(_log_normal(c, a * y_bar, s**2 + a**2 * c_noise**2))
 
-    def log_h(c: Tensor, c0: Tensor, i: int) -> Tensor:  # the TDS twisting function
+    def log_h(c0: Tensor, i: int) -> Tensor:  # the TDS twisting function
         return total(_log_normal(y_bar, c0, nodes[i].sigma_edm ** 2 + c_noise**2))
 
-    def evaluate(x: Tensor, i: int) -> tuple[Tensor, Tensor, Tensor]:
+    def evaluate(x: Tensor, i: int) -> tuple[Prediction, Tensor | None]:
         """The pair at ``x`` and, for TDS, ``grad_x log h_i(x)`` (one vector-Jacobian product)."""
         if twist == "flat":
             return denoiser(x, ts[i]), None
@@ -181,7 +184,7 @@ def smc(model: Model, sde: SDE, meas: Measurement, ts: Tensor, *, particles: int
             w = torch.where(obs, (y_bar - c0) / (nodes[i].sigma_edm ** 2 + c_noise**2),
                             torch.zeros_like(c0))
             (g,) = torch.autograd.grad(pair.x0, xg, grad_outputs=svd.v(w).to(pair.x0))
-        return type(pair)(pair.x0.detach(), pair.eps.detach()), g
+        return Prediction(pair.x0.detach(), pair.eps.detach()), g
 
     a, s = nodes[0].alpha, nodes[0].sigma
     z = svd.vt(noise())
@@ -201,7 +204,7 @@ def smc(model: Model, sde: SDE, meas: Measurement, ts: Tensor, *, particles: int
     for i in tqdm(range(len(ts) - 1), desc=f"smc K={K}", disable=not progress, leave=False):
         pair, grad = evaluate(x, i)
         c_t, c0 = svd.vt(x), svd.vt(pair.x0)
-        here = log_f(c_t, i) if twist == "flat" else log_h(c_t, c0, i)
+        here = log_f(c_t, i) if twist == "flat" else log_h(c0, i)
         log_w = log_w + pending + (0.0 if twist == "flat" else here)
         norm = torch.logsumexp(log_w, dim=1)
         log_evidence = log_evidence + norm
@@ -215,7 +218,7 @@ def smc(model: Model, sde: SDE, meas: Measurement, ts: Tensor, *, particles: int
             idx = torch.where(redo[:, None], _systematic(log_w, u), keep)
             flat = (idx + K * torch.arange(B, device=device)[:, None]).reshape(-1)
             x, c_t, c0, here = x[flat], c_t[flat], c0[flat], here.reshape(-1)[flat].reshape(B, K)
-            pair = type(pair)(pair.x0[flat], pair.eps[flat])
+            pair = Prediction(pair.x0[flat], pair.eps[flat])
             grad = None if grad is None else grad[flat]
             kernel.reorder(flat)
             log_w = torch.where(redo[:, None], torch.full_like(log_w, -math.log(K)), log_w)
@@ -230,10 +233,10 @@ def smc(model: Model, sde: SDE, meas: Measurement, ts: Tensor, *, particles: int
                 pending = total(_log_normal(nxt.alpha * y_bar, m, std**2 + tau2)) - here
                 prec = 1 / std**2 + 1 / tau2
                 mean_q = (m / std**2 + nxt.alpha * y_bar / tau2) / prec
-                x = svd.v(torch.where(obs, mean_q + svd.vt(z) / prec.sqrt(), m + std * svd.vt(z)))
+                zs = svd.vt(z)
+                x = svd.v(torch.where(obs, mean_q + zs / prec.sqrt(), m + std * zs))
             else:  # TDS: the kernel's mean moved by std^2 grad log h_t; weight p / q / h_t
-                shift = std**2 * grad
-                x = mean + shift + std * z
+                x = mean + std**2 * grad + std * z
                 pending = (-(grad * (x - mean)).flatten(1).sum(1)
                            + 0.5 * std**2 * grad.flatten(1).pow(2).sum(1)).reshape(B, K).double()
                 pending = pending - here

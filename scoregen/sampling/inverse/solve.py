@@ -32,8 +32,9 @@ from scoregen.sampling.api import SampleResult, SamplerOptionError, check_option
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import check_grid, time_grid
 from scoregen.sampling.guidance import guide
+from scoregen.sampling.inverse.base import Measurement, Operator, measurement
 from scoregen.sampling.inverse.methods import METHODS, Conditioned, Method
-from scoregen.sampling.inverse.operators import Measurement, Operator, measurement, operator
+from scoregen.sampling.inverse.operators import operator
 from scoregen.sampling.inverse.smc import smc
 from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
 from scoregen.sampling.noise import NoiseSource, seeds_for
@@ -86,8 +87,8 @@ def solve_inverse(
     sde: SDE,
     operator_or_spec: Operator | str,
     y: Tensor,
-    method: str = "pigdm",
-    sampler: str = "ddim",
+    method: str = "smc",
+    sampler: str | None = None,
     steps: int | None = 50,
     *,
     nfe: int | None = None,
@@ -113,9 +114,12 @@ def solve_inverse(
             ``downsample:2``, ``blur:1``, ``project:16``).
         y: ``(B, *out_shape)`` measurements, or one ``(*out_shape)`` (then ``B = 1``).
         method: a name of :data:`~scoregen.sampling.inverse.methods.METHODS`: ``replacement``,
-            ``repaint``, ``ddnm``, ``pigdm`` (default), ``dps``, ``smc``.
-        sampler, steps, nfe, ts, spacing, seed, seeds: as in :func:`scoregen.sample`; ``nfe``
-            counts every particle's and every RePaint pass's evaluations.
+            ``repaint``, ``ddnm``, ``pigdm``, ``dps``, ``smc`` (the default: the particle
+            method, exact as the number of particles grows; 16 particles).
+        sampler: a registered sampler (default: the method's first fitting sampler,
+            ``dpm_solver++_sde`` for ``smc``, else ``ddim``).
+        steps, nfe, ts, spacing, seed, seeds: as in :func:`scoregen.sample`; ``nfe`` counts
+            every particle's and every RePaint pass's evaluations.
         sigma_y: the measurement noise (``>= 0``).
         shape: the event shape of ``x`` for a spec (default: ``model.data_shape``).
         cond, guidance: class labels and guidance of a conditional model.
@@ -131,6 +135,9 @@ def solve_inverse(
         raise ValueError("give shape= (the event shape of x): the operator spec "
                          f"{operator_or_spec!r} needs it and the model does not declare it")
     op = operator(operator_or_spec, tuple(event))
+    if sampler is None:
+        fits = METHODS.get(method).samplers
+        sampler = fits[0] if fits else "ddim"
     meth = check_method(method, op, sampler, options)
     method_opts, sampler_opts = split_options(meth, sampler, options)
     y = torch.as_tensor(y)
