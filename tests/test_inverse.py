@@ -208,6 +208,20 @@ def test_pigdm_is_exact_for_an_isotropic_gaussian_prior():
         assert res.info["backward_passes"] == res.nfe == 100
 
 
+def test_pigdm_without_an_svd_solves_by_conjugate_gradients():
+    """The same operator with and without its SVD: conjugate gradients on ``r^2 A A^T +
+    sigma_y^2 I`` give PiGDM's samples to 1e-8."""
+    prior = _gauss()
+    g = torch.Generator().manual_seed(13)
+    op = MatrixOperator(torch.randn(3, 4, generator=g, dtype=F64))
+    free = LinearOperator(op.A, op.AT, op.shape, op.out_shape)
+    y = op.A(prior.sample(8, g))
+    for sigma_y in (0.0, 0.1):
+        a, b = (solve_inverse(prior.model(VP), VP, o, y, "pigdm", "ddim", 20, sigma_y=sigma_y).x
+                for o in (op, free))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("method", ["ddnm", "replacement"])
 def test_projections_are_exact_for_an_isotropic_gaussian_prior(method):
     """Noiseless, isotropic prior: the range and the null space of A are independent, so

@@ -238,7 +238,10 @@ def inverse_markdown(comp: InverseComparison) -> str:
         metrics_ = list(floor) if not recs else list(recs[0].metrics)
         lines += [f"## {name}", ""]
         shown = ", ".join(f"{k} {_cell(v)}" for k, v in floor.items())
-        lines += [f"Exact posterior samples (the noise floor): {shown}.", ""]
+        what = ("Exact posterior samples (the noise floor)" if "nll_gap" in floor else
+                "The true images (the classifier's ceiling; exact posterior samples are not "
+                "known here)")
+        lines += [f"{what}: {shown}.", ""]
         methods = list(dict.fromkeys(r.method for r in recs))
         by_key = {(r.method, r.budget): r for r in recs}
         for metric in metrics_:
