@@ -10,7 +10,8 @@ objectives, loop, run folder, checkpoints) -> ``samplers/`` + ``sampling/`` (the
 :func:`sample`, the NFE-counting denoiser, noise, guidance, inpainting, grids) ->
 ``evaluation/`` (metrics, likelihood, comparison); ``infra/`` holds what has no domain
 (registries, broadcasting, distributed, plotting). This module is the package face: it
-re-exports the names a user script starts from.
+re-exports the names a user script starts from (:func:`sample`, :func:`inpaint`,
+:func:`solve_inverse` for inverse problems).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scoregen.models.prediction import retarget
 from scoregen.sampling.api import SampleResult, sample
 from scoregen.sampling.guidance import Guidance
 from scoregen.sampling.inpaint import inpaint
+from scoregen.sampling.inverse import solve_inverse
 from scoregen.training.distill import distill, load_student
 
 __all__ = [
@@ -39,4 +41,5 @@ __all__ = [
     "sample",
     "samplers",
     "sde",
+    "solve_inverse",
 ]

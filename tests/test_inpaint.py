@@ -45,8 +45,10 @@ def test_every_sampler_keeps_the_known_coordinates(name):
     sde = sde_lib.get("vp")
     known = RING.sample(8, torch.Generator().manual_seed(1))
     if samplers.meta(name)["nfe_per_step"] is None:
+        # one noise draw keeps the right-hand side smooth for the step-size control (fresh
+        # draws make ode_dopri5 take thousands of steps); the known values are kept either way
         ts = torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64)
-        res = inpaint(RING.model(sde), sde, known, MASK, name, None, ts=ts)
+        res = inpaint(RING.model(sde), sde, known, MASK, name, None, ts=ts, known_noise="fixed")
     else:
         res = inpaint(RING.model(sde), sde, known, MASK, name, 6)
     assert torch.isfinite(res.x).all()

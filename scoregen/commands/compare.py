@@ -18,6 +18,17 @@ Examples::
         --budgets 1,2,4,8,10                     # distilled students beside the samplers
     torchrun --standalone --nproc_per_node=2 -m scoregen compare --checkpoint runs/ddp
 
+With ``--inverse``, posterior-sampling methods are compared on linear inverse problems: on the
+exact oracle (``--preset``) against the exact posterior of each measured point, or on a
+trained digits model (``--checkpoint``) by the digits classifier's label agreement, with
+image grids of observation / samples / truth::
+
+    scoregen compare --preset mix64 --inverse inpaint:right-half,downsample:4,project:16 \
+        --sigma-y 0,0.05 --methods replacement,repaint,ddnm,pigdm,dps,smc \
+        --budgets 20,50,100,200 --curve 1,4,16,64 -n 500 --out runs/inverse
+    scoregen compare --checkpoint runs/digits --inverse inpaint:right-half,downsample:2 \
+        --points 200 -n 1 --budgets 100 --out runs/inverse_digits
+
 With ``--guidance``, every sampler (and peer) runs under classifier-free guidance on the
 exact class-conditional oracle, at each scale, against a dopri5 solve of the guided PF-ODE
 from the same noise; ``OUT/guidance_<w>/`` holds each scale's tables and ``OUT/guidance.md``
@@ -62,12 +73,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "exact oracle, e.g. 1,2,4,8 (0: unconditional, 1: conditional)")
     parser.add_argument("--samplers", type=_names, help="comma-separated scoregen samplers "
                         "(default: every registered one; `scoregen list samplers`)")
+    inv = parser.add_argument_group("inverse problems")
+    inv.add_argument("--inverse", type=_names, metavar="OP[:ARG],...",
+                     help="compare posterior-sampling methods on these measurement operators "
+                          "(e.g. inpaint:right-half,downsample:4,project:16)")
+    inv.add_argument("--sigma-y", type=_floats, default=[0.0],
+                     help="measurement noise levels (default 0)")
+    inv.add_argument("--methods", type=_names,
+                     default=["replacement", "repaint", "ddnm", "pigdm", "dps", "smc"],
+                     help="METHOD or METHOD@SAMPLER, comma-separated (default: every method "
+                          "on its default sampler)")
+    inv.add_argument("--particles", type=int, default=4,
+                     help="particles of smc in the budget sweep (default %(default)s)")
+    inv.add_argument("--resample", type=int, default=5,
+                     help="RePaint passes per step (default %(default)s)")
+    inv.add_argument("--curve", type=_ints, default=[],
+                     help="particle counts of the particle method's curve, e.g. 1,4,16,64")
+    inv.add_argument("--curve-steps", type=int, default=100,
+                     help="steps of the particle curve (default %(default)s)")
+    inv.add_argument("--curve-sampler", default="dpm_solver++_sde",
+                     help="kernel of the particle curve (default %(default)s)")
+    inv.add_argument("--points", type=int,
+                     help="measured points per problem (default 2 on a preset, 200 digits)")
     parser.add_argument("--peers", nargs="?", const="all", type=str,
                         help="also run peer libraries' samplers: all, or a comma-separated list "
                              "(e.g. diffusers/ddim,k-diffusion/euler)")
     parser.add_argument("--budgets", type=_ints,
                         help=f"NFE budgets (default {list(DEFAULT_BUDGETS)}; with --students "
-                             f"also 1, 2, 4, 8)")
+                             f"also 1, 2, 4, 8; with --inverse 20,50,100,200)")
     parser.add_argument("--students", type=_names, metavar="DIR,DIR",
                         help="distilled students (folders of `scoregen distill`) to compare "
                              "beside the samplers; their teacher must be the compared model")
@@ -77,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-multi-nfe", type=int, default=100,
                         help="samplers with >1 NFE per step skip budgets above this "
                              "(0: no limit; default %(default)s)")
-    parser.add_argument("-n", type=int, default=2000, help="samples per run (default 2000)")
+    parser.add_argument("-n", type=int, default=2000, help="samples per run (default 2000; "
+                        "with --inverse: per measured point)")
     parser.add_argument("--seed", type=seed_int, default=0, help="sample k uses seed + k")
     parser.add_argument("--spacing", default="auto",
                         help="time grid of scoregen samplers: auto (the SDE's tuned default), "
@@ -86,7 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grids", help="tuned grids for --spacing tuned: a folder or .json "
                         "(default for --checkpoint: its checkpoint folder)")
     parser.add_argument("--opt", action="append", default=[], metavar="SAMPLER.KEY=VALUE",
-                        help="a sampler option, e.g. ddim.eta=1.0 (repeatable)")
+                        help="a sampler option, e.g. ddim.eta=1.0 (repeatable); with --inverse "
+                             "a method option, e.g. dps.zeta=0.1")
     parser.add_argument("--show-nfe", type=int, help="budget of the sample plot (default ~20)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES),
                         help="sampling precision (default: float64 oracle, float32 checkpoint)")
@@ -118,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
     from scoregen.evaluation import compare
     from scoregen.infra import distributed
+    if args.inverse:
+        return _run_inverse(args)
+    if args.budgets is None:
+        args.budgets = list(compare.DEFAULT_BUDGETS)
     if args.n < 2:
         raise ValueError(f"-n must be at least 2 samples, got {args.n}")
     for flag, value in (("--max-multi-nfe", args.max_multi_nfe), ("--show-nfe", args.show_nfe)):
@@ -288,3 +327,97 @@ def _tuned_grids(args: argparse.Namespace):
         return TunedGrids.load(find_checkpoint(args.checkpoint))
     raise ValueError("--spacing tuned on a preset needs --grids FOLDER (the --out of "
                      "`scoregen tune-grid`)")
+
+
+INVERSE_BUDGETS = (20, 50, 100, 200)
+
+
+def _run_inverse(args: argparse.Namespace) -> int:
+    """``--inverse``: every method at every budget on every operator and noise level."""
+    import torch
+
+    from scoregen.evaluation import compare
+
+    if args.model or args.guidance or args.peers:
+        raise ValueError("--inverse runs on --preset (the exact oracle) or --checkpoint (a "
+                         "digits model); not with --model, --guidance or --peers")
+    if args.n < 1:
+        raise ValueError(f"-n must be at least 1 sample per point, got {args.n}")
+    if any(s < 0 for s in args.sigma_y):
+        raise ValueError(f"--sigma-y must be >= 0, got {args.sigma_y}")
+    for flag in ("particles", "resample", "curve_steps"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1")
+    if any(k < 1 for k in args.curve):
+        raise ValueError(f"--curve particle counts must be >= 1, got {args.curve}")
+    budgets = args.budgets or list(INVERSE_BUDGETS)
+    methods = compare.inverse_methods(args.methods, args.particles, args.resample,
+                                      _method_options(args.opt))
+    problems, images = [], {}
+    if args.checkpoint:
+        from scoregen import sde as sde_lib
+        from scoregen.training.checkpoint import load_model
+
+        model = load_model(args.checkpoint, ema=not args.no_ema)
+        process = sde_lib.get(args.sde) if args.sde else None
+        for spec in args.inverse:
+            for sigma_y in args.sigma_y:
+                p = compare.digits_inverse_problem(model, spec, sigma_y, args.points or 200,
+                                                   args.seed, process)
+                problems.append(p)
+                images[p.name] = (_observed(p), p.truth.float())
+    else:
+        for spec in args.inverse:
+            for sigma_y in args.sigma_y:
+                problems.append(compare.oracle_inverse_problem(
+                    args.preset, args.sde or "vp", spec, sigma_y, args.points or 2, args.n,
+                    args.seed))
+    from scoregen.evaluation.compare.report import grid_key, inverse_output_paths
+    from scoregen.infra import outputs
+
+    keys = [grid_key({"operator": p.operator.name, "sigma_y": p.sigma_y}) for p in problems
+            if p.name in images]
+    for path in inverse_output_paths(args.out, bool(args.checkpoint), keys).values():
+        outputs.check_target(path, what="--out")  # before the work (docs/outputs.md)
+    comp = compare.run_inverse(problems, methods, budgets, n=args.n, curve=args.curve,
+                               curve_steps=args.curve_steps, curve_sampler=args.curve_sampler,
+                               seed=args.seed, show_nfe=args.show_nfe,
+                               progress=not args.no_progress)
+    comp.settings["torch_threads"] = torch.get_num_threads()
+    paths = compare.write_inverse_outputs(comp, args.out, images)
+    for line in comp.skipped:
+        print(f"skipped: {line}")
+    print(f"{len(comp.records)} runs on {len(problems)} inverse problems; wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def _method_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--opt METHOD.KEY=VALUE`` items as method options (checked against the method's)."""
+    import yaml
+
+    from scoregen.sampling.inverse import METHODS
+
+    opts: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.strip().rpartition(".")
+        if not sep or not dot:
+            raise ValueError(f"--opt {item!r} must look like method.key=value, e.g. "
+                             "dps.zeta=0.1")
+        known = METHODS.get(name).options
+        if opt not in known:
+            raise ValueError(f"--opt {item!r}: method {name} has no option {opt!r}; its "
+                             f"options: {', '.join(known) or '(none)'}")
+        opts.setdefault(name, {})[opt] = yaml.safe_load(value)
+    return opts
+
+
+def _observed(problem):
+    """The observation as an image: ``A^+ y`` (``A^T y`` without an SVD)."""
+    op = problem.operator
+    svd = op.svd
+    if svd is None:
+        return op.AT(problem.y).float()
+    return svd.v(svd.pinv_coords(problem.y)).float()

@@ -1,12 +1,12 @@
-"""List registered SDEs, samplers, objectives, distillation methods, networks, datasets and
-mixture presets."""
+"""List registered SDEs, samplers, objectives, distillation methods, networks, datasets,
+mixture presets, loss weightings, measurement operators and inverse-problem methods."""
 
 from __future__ import annotations
 
 import argparse
 
 SECTIONS = ("sdes", "samplers", "objectives", "methods", "networks", "datasets", "presets",
-            "weightings")
+            "weightings", "operators", "inverse")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +73,22 @@ def _rows(what: str) -> list[tuple[str, str]]:
         from scoregen.models.analytic import PRESETS
 
         return [(n, _first_line(PRESETS.get(n))) for n in PRESETS.list()]
+    if what == "operators":
+        from scoregen.sampling.inverse import OPERATORS
+
+        return [(f"{n}:{OPERATORS.meta(n)['arg']}", _first_line(OPERATORS.get(n)))
+                for n in OPERATORS.list()]
+    if what == "inverse":
+        from scoregen.sampling.inverse import METHODS
+
+        rows = []
+        for n in METHODS.list():
+            m = METHODS.get(n)
+            needs = [s for s, on in (("SVD", m.needs_svd), ("gradient", m.gradient)) if on]
+            fits = "every sampler" if m.samplers is None else ", ".join(m.samplers)
+            needs_text = f"; needs {', '.join(needs)}" if needs else ""
+            rows.append((n, f"{m.summary} [{fits}{needs_text}]"))
+        return rows
     from scoregen.training.objectives.dsm import WEIGHTINGS
 
     return [(n, _first_line(WEIGHTINGS.get(n))) for n in WEIGHTINGS.list()]

@@ -24,6 +24,16 @@ whether its bits are equal depends on the model's arithmetic (docs/outputs.md,
 A student's folder (``scoregen distill``) samples with its own sampler and grid at ``--nfe``
 (the largest NFE it offers within the budget) or exactly ``--steps`` (default: its smallest NFE).
 
+``--measure OP --y FILE.npz``: posterior samples for a linear inverse problem (``OP`` from
+``scoregen list operators``: ``inpaint:right-half``, ``downsample:2``, ``blur:1``,
+``project:16``) by ``--method`` (``scoregen list inverse``); the ``.npz`` holds the
+measurements ``y`` or the data ``x`` to measure (then ``y = A x`` plus ``--sigma-y`` noise). The
+PNG shows the observation ``A^+ y`` above the samples (and the data, when given)::
+
+    scoregen sample runs/digits --measure inpaint:right-half --y obs.npz --method smc \
+        --particles 16 --nfe 100 --out fill.png
+    scoregen sample runs/digits --measure downsample:2 --y small.npz --method dps --nfe 100
+
 ``--class``: ``all`` (one grid row per class, ``-n`` per class), one label, or a
 comma-separated list (one row each); ``--guidance w``: 0 unconditional, 1 conditional (the
 default), > 1 classifier-free guided (docs/conditioning.md), or guided by the
@@ -93,8 +103,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cond.add_argument("--mask", default="right-half", help="region to fill with --inpaint "
                       "(right-half, left-half, top-half, bottom-half, center)")
     cond.add_argument("--resample", type=positive_int, default=1,
-                      help="RePaint resampling per step with --inpaint (default 1: plain "
-                           "replacement)")
+                      help="RePaint resampling per step with --inpaint or --method repaint "
+                           "(default 1: plain replacement; repaint: 5)")
+    inv = parser.add_argument_group("inverse problems")
+    inv.add_argument("--measure", metavar="OP[:ARG]", help="a measurement operator "
+                     "(inpaint:right-half, downsample:2, blur:1, project:16): sample the "
+                     "posterior given --y")
+    inv.add_argument("--y", metavar="FILE.npz", help="measurements `y`, or data `x` to measure")
+    inv.add_argument("--method", default="smc", help="posterior-sampling method: replacement, "
+                     "repaint, ddnm, pigdm, dps, smc (default %(default)s)")
+    inv.add_argument("--sigma-y", type=float, default=0.0,
+                     help="measurement noise (default 0)")
+    inv.add_argument("--particles", type=positive_int,
+                     help="particles per sample of the smc method (default 16)")
 
 
 def class_labels(spec: str, num_classes: int | None, n: int, path: str) -> tuple[Any, int]:
@@ -240,6 +261,11 @@ def run(args: argparse.Namespace) -> int:
     if plan is not None:  # a student: its own model, sampler and grid for the NFE asked
         src.model, args.sampler, args.nfe, args.steps = plan.model, plan.sampler, None, None
     sampler = args.sampler or defaults.sampler
+    if args.measure and args.sampler is None:
+        from scoregen.sampling.inverse import METHODS
+
+        fits = METHODS.get(args.method).samplers  # smc: a stochastic Gaussian kernel
+        sampler = fits[0] if fits else sampler
     adaptive = SAMPLERS.meta(sampler).get("nfe_per_step") is None
     if adaptive and args.steps is not None:
         print(f"note: --steps does not apply to the adaptive sampler {sampler}: it chooses its "
@@ -286,7 +312,23 @@ def run(args: argparse.Namespace) -> int:
         cond_opts["threshold"] = args.threshold
     scale = 1.0 if args.guidance is None else args.guidance
     what = "" if labels is None else f", guidance {scale:g}"
-    if args.inpaint:
+    truth = None
+    if args.measure or args.y:
+        if not (args.measure and args.y):
+            raise ValueError("--measure and --y go together: the operator and the file of "
+                             "measurements")
+        if args.inpaint or ctx.world > 1:
+            raise ValueError("--measure runs in one process and without --inpaint")
+        if "threshold" in cond_opts or "guidance_interval" in cond_opts or grids is not None:
+            raise ValueError("--measure takes --class and --guidance; not --threshold, "
+                             "--guidance-interval or --spacing tuned")
+        res, observed, truth = solve_measurement(args, src.model, src.sde, event, n, sampler,
+                                                 steps, seed, spacing, opts, cond_opts, device)
+        samples, nfe, n = res.x, res.nfe, len(res.x)
+        rows = [observed, samples] + ([] if truth is None else [truth])
+        plot, per_row = (torch.cat(rows), n) if samples.ndim == 4 else (samples, 0)
+        what += f", {args.method} on {res.info['operator']}"
+    elif args.inpaint:
         from scoregen.sampling.inpaint import inpaint, region_mask
 
         known = load_known(args.inpaint, event, n).to(device)
@@ -354,6 +396,8 @@ def run(args: argparse.Namespace) -> int:
         f", step {src.step}" if src.step is not None else "")
     keep_raw = args.no_clip or not images
     extra = {} if labels is None else {"labels": labels.cpu().numpy()}
+    if args.measure:
+        extra.update(method=args.method, operator=args.measure, sigma_y=args.sigma_y)
     with outputs.replacing(out, npz, what="--out") as (tmp_plot, tmp_npz):
         render(samples_figure(plot, title, ncol=per_row or None), tmp_plot)
         save_npz(tmp_npz, x=(x if keep_raw else clipped).numpy(), nfe=nfe, ts=res.ts.numpy(),
@@ -364,3 +408,52 @@ def run(args: argparse.Namespace) -> int:
         what = "kept raw in the .npz" if args.no_clip else "clipped (--no-clip keeps raw values)"
         print(f"{100 * outside:.2f}% of values fell outside the data range [-1, 1]; {what}")
     return 0
+
+
+def solve_measurement(args: argparse.Namespace, model: Any, sde: Any, event: tuple[int, ...],
+                      n: int, sampler: str, steps: int | None, seed: int, spacing: str,
+                      opts: dict, cond_opts: dict, device: Any) -> tuple[Any, Any, Any]:
+    """``--measure``: ``(SampleResult, observation A^+ y, data x or None)``."""
+    import torch
+
+    from scoregen.sampling.inverse import operator, solve_inverse
+
+    op = operator(args.measure, event)
+    file = Path(args.y)
+    with open_npz(file, "--y") as data:
+        keys = list(data.files)
+        raw = read_array(data, "y", "--y") if "y" in keys else None
+    truth = None
+    if raw is not None:
+        check_finite(raw, f"--y: {file}")
+        y = torch.as_tensor(np.asarray(raw, dtype=np.float64))
+        if tuple(y.shape) == op.out_shape:
+            y = y[None]
+        y = y[:n]
+    else:
+        truth = load_known(str(file), event, n).to(torch.float64)
+        g = torch.Generator().manual_seed(seed)
+        y = op.A(truth) + args.sigma_y * torch.randn(len(truth), *op.out_shape, generator=g,
+                                                     dtype=torch.float64)
+    dtype = torch.float32
+    y = y.to(device=device, dtype=dtype)
+    options = dict(opts)
+    if args.particles is not None:
+        if args.method != "smc":
+            raise ValueError("--particles is an option of --method smc")
+        options["particles"] = args.particles
+    if args.resample != 1:
+        if args.method != "repaint":
+            raise ValueError("--resample goes with --inpaint or --method repaint")
+        options["resample"] = args.resample
+    cond = cond_opts["cond"]
+    if cond is not None and len(cond) != len(y):
+        cond = cond[: len(y)] if len(cond) >= len(y) else cond.repeat(len(y))[: len(y)]
+    res = solve_inverse(model, sde, op, y, args.method, sampler,
+                        None if args.nfe is not None else steps, nfe=args.nfe,
+                        sigma_y=args.sigma_y, shape=event, spacing=spacing, seed=seed,
+                        dtype=dtype, cond=cond, guidance=cond_opts["guidance"],
+                        progress=not args.no_progress, **options)
+    svd = op.svd
+    observed = (op.AT(y) if svd is None else svd.v(svd.pinv_coords(y))).float().cpu()
+    return res, observed, None if truth is None else truth.float().cpu()

@@ -34,16 +34,21 @@ and posterior mean are the formulas above with the responsibilities renormalised
 holds exactly: classifier-free and classifier guidance at scale 1 both give exact
 conditional sampling (:mod:`scoregen.sampling.guidance`).
 
-Known coordinates. Given the coordinates ``x_K = v`` of a data sample, the rest is again a
-mixture (:meth:`GaussianMixture.condition`): component ``k`` becomes
-``N(mu_U + S_UK S_KK^{-1} (v - mu_K), S_UU - S_UK S_KK^{-1} S_KU)`` with weight
-``∝ w_k N(v; mu_K, S_KK)`` (Bishop 2006, sec. 2.3.1): the exact reference for inpainting.
+Linear measurements. Given ``y = A x0 + sigma_y n`` (any matrix ``A``, ``sigma_y >= 0``) the
+posterior is again a mixture (:meth:`GaussianMixture.posterior`, :class:`LinearPosterior`):
+component ``k`` becomes ``N(mu_k + K_k (y - A mu_k), S_k - K_k A S_k)`` with ``K_k = S_k A^T
+G_k^{-1}``, ``G_k = A S_k A^T + sigma_y^2 I``, and weight ``∝ w_k N(y; A mu_k, G_k)`` (Bishop
+2006, sec. 2.3.3): the exact reference for inverse problems. Known coordinates
+(:meth:`GaussianMixture.condition`) are the case of ``A`` selecting them with ``sigma_y = 0``:
+``N(mu_U + S_UK S_KK^{-1} (v - mu_K), S_UU - S_UK S_KK^{-1} S_KU)`` with weight ``∝ w_k N(v;
+mu_K, S_KK)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -162,6 +167,16 @@ class GaussianMixture:
         return sde.perturb(x0, torch.tensor(float(t), dtype=torch.float64), eps)
 
     # -- exact quantities at time t ----------------------------------------------------------------
+    def _rotations(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``[U_1 ... U_K]: (D, K D)``, ``[U_1^T; ...; U_K^T]: (K D, D)`` and ``mu_k^T U_k: (K,
+        D)``: every component's rotation as one matrix product (computed once)."""
+        if getattr(self, "_rot", None) is None:
+            K, D = self.n_components, self.dim
+            self._rot = (self.evecs.permute(1, 0, 2).reshape(D, K * D).contiguous(),
+                         self.evecs.transpose(1, 2).reshape(K * D, D).contiguous(),
+                         torch.einsum("kd,kde->ke", self.means, self.evecs))
+        return self._rot
+
     def _per_component(
         self, x: Tensor, alpha: Tensor, sigma: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -169,11 +184,10 @@ class GaussianMixture:
         xf = x.reshape(x.shape[0], -1).to(torch.float64)
         if xf.shape[1] != self.dim:
             raise ValueError(f"x has {xf.shape[1]} values per sample; the mixture has {self.dim}")
-        a = alpha.to(torch.float64).reshape(-1, 1, 1)
-        s = sigma.to(torch.float64).reshape(-1, 1, 1)
-        resid = xf[:, None, :] - a * self.means[None]  # (B, K, D)
-        y = torch.einsum("kji,bkj->bki", self.evecs, resid)
-        var = a**2 * self.evals[None] + s**2
+        a, s = _shared(alpha, sigma)
+        K, D = self.n_components, self.dim
+        y = (xf @ self._rotations()[0]).reshape(-1, K, D) - a * self._rotations()[2]
+        var = a**2 * self.evals[None] + s**2  # (1 or B, K, D)
         log_joint = torch.log(self.weights) - 0.5 * (
             (y**2 / var).sum(-1) + torch.log(var).sum(-1) + self.dim * math.log(2 * math.pi)
         )
@@ -214,7 +228,8 @@ class GaussianMixture:
 
         ``known``, ``mask``: one sample's values and a boolean mask of the event shape (or
         flat ``(D,)``). Returns a mixture over the ``D - |mask|`` unknown coordinates (in
-        their flat order) with component weights updated by the evidence.
+        their flat order) with component weights updated by the evidence: the noiseless
+        :meth:`posterior` of the measurement that reads the known coordinates.
         """
         m = torch.as_tensor(mask, dtype=torch.bool).reshape(-1)
         v = torch.as_tensor(known, dtype=torch.float64).reshape(-1)
@@ -223,16 +238,61 @@ class GaussianMixture:
                              f"{tuple(v.shape)} and {tuple(m.shape)}")
         if m.all() or not m.any():
             raise ValueError("mask must mark some but not all coordinates as known")
+        A = torch.eye(self.dim, dtype=torch.float64)[m]
+        return self.posterior(A, v[m]).mixture
+
+    def posterior(self, A: Tensor | Any, y: Tensor, sigma_y: float = 0.0) -> LinearPosterior:
+        """The exact posterior ``p(x | y)`` for ``y = A x + sigma_y n``, ``n ~ N(0, I)``.
+
+        ``A``: a ``(m, D)`` matrix, or an operator with ``matrix()`` and ``flat(y)``
+        (:class:`scoregen.sampling.inverse.operators.Operator`); ``y``: one measurement. Each
+        component is conditioned like a joint Gaussian (Bishop 2006, sec. 2.3.3): with
+        ``G_k = A S_k A^T + sigma_y^2 I`` and ``K_k = S_k A^T G_k^{-1}``,
+
+            mean_k = mu_k + K_k (y - A mu_k),     cov_k = S_k - K_k A S_k,
+            w'_k  ∝ w_k N(y; A mu_k, G_k).
+
+        For ``sigma_y = 0`` the posterior lives on the affine set ``{x : A x = y}`` (``A`` of
+        full row rank): :class:`LinearPosterior` holds it in coordinates ``z`` of that set.
+        """
+        if hasattr(A, "matrix"):
+            A, y = A.matrix(), A.flat(y)
+        A = torch.as_tensor(A, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        sigma_y = float(sigma_y)
+        if A.ndim != 2 or A.shape[1] != self.dim or y.shape != (A.shape[0],):
+            raise ValueError(f"A must be (m, {self.dim}) and y (m,), got {tuple(A.shape)} and "
+                             f"{tuple(y.shape)}")
+        if not (math.isfinite(sigma_y) and sigma_y >= 0):
+            raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y}")
+        if not (torch.isfinite(A).all() and torch.isfinite(y).all()):
+            raise ValueError("A and y must be finite")
+        m = A.shape[0]
+        if sigma_y == 0 and int(torch.linalg.matrix_rank(A)) < m:
+            raise ValueError("a noiseless measurement needs A of full row rank; give sigma_y > 0")
         S = self.covariances()
-        S_kk, S_uk, S_uu = S[:, m][:, :, m], S[:, ~m][:, :, m], S[:, ~m][:, :, ~m]
-        resid = v[m][None] - self.means[:, m]  # (K, Dk)
-        sol = torch.linalg.solve(S_kk, resid[..., None])[..., 0]
-        means = self.means[:, ~m] + torch.einsum("kuj,kj->ku", S_uk, sol)
-        covs = S_uu - S_uk @ torch.linalg.solve(S_kk, S_uk.transpose(1, 2))
+        AS = A @ S  # (K, m, D)
+        G = AS @ A.T + sigma_y**2 * torch.eye(m, dtype=torch.float64)
+        G = 0.5 * (G + G.transpose(1, 2))
+        L = torch.linalg.cholesky(G)
+        resid = y - self.means @ A.T  # (K, m)
+        sol = torch.cholesky_solve(resid[..., None], L)[..., 0]
+        means = self.means + torch.einsum("kmd,km->kd", AS, sol)
+        covs = S - AS.transpose(1, 2) @ torch.cholesky_solve(AS, L)
+        logdet = 2 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(-1)
+        log_w = torch.log(self.weights) - 0.5 * ((resid * sol).sum(-1) + logdet
+                                                 + m * math.log(2 * math.pi))
+        if sigma_y > 0:
+            offset, basis = torch.zeros(self.dim, dtype=torch.float64), None
+        else:
+            offset = A.T @ torch.linalg.solve(A @ A.T, y)  # A^+ y (full row rank)
+            basis = _null_basis(A)
+            means = (means - offset) @ basis
+            covs = basis.T @ covs @ basis
         covs = 0.5 * (covs + covs.transpose(1, 2))
-        logdet = torch.linalg.slogdet(S_kk)[1]
-        log_w = torch.log(self.weights) - 0.5 * ((resid * sol).sum(-1) + logdet)
-        return GaussianMixture(means, covs, torch.softmax(log_w, 0), labels=self.labels)
+        post = GaussianMixture(means, covs, torch.softmax(log_w, 0), labels=self.labels)
+        return LinearPosterior(post, offset, basis, self.shape, A, y, sigma_y,
+                               float(torch.logsumexp(log_w, 0)))
 
     def _coefs(self, sde: SDE | None, t: Tensor | float | None, x: Tensor) -> tuple[Tensor, Tensor]:
         if sde is None:
@@ -308,10 +368,10 @@ class GaussianMixture:
         y, var, log_joint = self._per_component(x, alpha, sigma)
         log_joint = self._class_mask(cond, log_joint)
         r = torch.softmax(log_joint, dim=1)  # (B, K)
-        a = alpha.to(torch.float64).reshape(-1, 1, 1)
-        # E_k[x0 | x] = mu_k + U_k (alpha s_k / var) * y
-        gain = torch.einsum("kij,bkj->bki", self.evecs, a * self.evals[None] / var * y)
-        x0 = torch.einsum("bk,bki->bi", r, self.means[None] + gain)
+        a = _shared(alpha, sigma)[0]
+        # E_k[x0 | x] = mu_k + U_k (alpha s_k / var) * y, summed over k with weights r_k
+        gain = (r[:, :, None] * a * self.evals[None] / var * y).flatten(1)
+        x0 = r @ self.means + gain @ self._rotations()[1]
         xf = x.reshape(x.shape[0], -1).to(torch.float64)
         eps = (xf - bcast(alpha.to(torch.float64), xf) * x0) / bcast(sigma.to(torch.float64), xf)
         return Prediction(x0.reshape(x.shape).to(x.dtype), eps.reshape(x.shape).to(x.dtype))
@@ -329,7 +389,7 @@ class GaussianMixture:
         y, var, log_joint = self._per_component(x, alpha, sigma)
         log_joint = self._class_mask(cond, log_joint)
         r = torch.softmax(log_joint, dim=1)
-        s = -torch.einsum("bk,kij,bkj->bi", r, self.evecs, y / var)
+        s = -(r[:, :, None] * y / var).flatten(1) @ self._rotations()[1]
         return s.reshape(x.shape).to(x.dtype)
 
     def entropy(self, n: int = 200_000, generator: torch.Generator | None = None) -> float:
@@ -339,6 +399,83 @@ class GaussianMixture:
     def model(self, sde: SDE, prediction: str = "eps") -> OracleModel:
         """The exact model under ``sde`` with the sampler interface, predicting ``prediction``."""
         return OracleModel(self, sde, prediction)
+
+
+def _shared(alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """``alpha``, ``sigma`` as float64 ``(B, 1, 1)``, or ``(1, 1, 1)`` when every row shares
+    one time (the variances are then computed once, not once per row)."""
+    a = alpha.to(torch.float64).reshape(-1, 1, 1)
+    s = sigma.to(torch.float64).reshape(-1, 1, 1)
+    if a.shape[0] > 1 and bool((a == a[0]).all()) and bool((s == s[0]).all()):
+        a, s = a[:1], s[:1]
+    return a, s
+
+
+def _null_basis(A: Tensor) -> Tensor:
+    """An orthonormal basis ``(D, D - m)`` of the null space of a full-row-rank ``A: (m, D)``:
+    the unselected coordinates when ``A`` selects coordinates, else from the SVD."""
+    selects = ((A == 0) | (A == 1)).all() and (A.sum(1) == 1).all() and (A.sum(0) <= 1).all()
+    if selects:
+        return torch.eye(A.shape[1], dtype=torch.float64)[:, A.sum(0) == 0]
+    return torch.linalg.svd(A, full_matrices=True)[2][A.shape[0]:].T.contiguous()
+
+
+class LinearPosterior:
+    """The exact posterior of a :class:`GaussianMixture` given ``y = A x + sigma_y n``.
+
+    Points are ``x = offset + basis z`` (``basis: (D, d)`` orthonormal; ``None`` means the
+    identity, ``sigma_y > 0``), and ``z`` follows :attr:`mixture`: the component posteriors
+    with the reweighted weights. For ``sigma_y = 0``, ``offset = A^+ y`` and ``basis`` spans
+    the null space of ``A``, so :meth:`log_prob` is the density on the affine set ``{A x =
+    y}``; :meth:`coords` projects any ``x`` onto it (:meth:`residual` says how far off it
+    was). ``log_evidence`` is ``log p(y)``.
+    """
+
+    def __init__(self, mixture: GaussianMixture, offset: Tensor, basis: Tensor | None,
+                 shape: tuple[int, ...], A: Tensor, y: Tensor, sigma_y: float,
+                 log_evidence: float) -> None:
+        self.mixture, self.offset, self.basis, self.shape = mixture, offset, basis, shape
+        self.A, self.y, self.sigma_y, self.log_evidence = A, y, sigma_y, log_evidence
+
+    @property
+    def weights(self) -> Tensor:
+        """Posterior component weights ``p(k | y)``: ``(K,)``."""
+        return self.mixture.weights
+
+    def coords(self, x: Tensor) -> Tensor:
+        """``z = basis^T (x - offset)``: ``(N, d)`` float64."""
+        xf = torch.as_tensor(x).reshape(len(x), -1).to(torch.float64) - self.offset
+        return xf if self.basis is None else xf @ self.basis
+
+    def embed(self, z: Tensor) -> Tensor:
+        """``x = offset + basis z``: ``(N, *shape)``."""
+        x = z if self.basis is None else z @ self.basis.T
+        return (x + self.offset).reshape(len(z), *self.shape)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Exact posterior samples ``(n, *shape)`` (float64)."""
+        return self.embed(self.mixture.sample(n, generator))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p(x | y)`` of :meth:`coords` (on the affine set when ``sigma_y = 0``): ``(N,)``."""
+        return self.mixture.log_prob(self.coords(x))
+
+    def residual(self, x: Tensor) -> Tensor:
+        """``||A x - y||`` per sample: ``(N,)``."""
+        xf = torch.as_tensor(x).reshape(len(x), -1).to(torch.float64)
+        return (xf @ self.A.T - self.y).norm(dim=1)
+
+    def mean(self) -> Tensor:
+        """``E[x | y]``: ``(D,)``."""
+        return self.embed((self.weights @ self.mixture.means)[None]).reshape(-1)
+
+    def covariance(self) -> Tensor:
+        """``Cov[x | y]``: ``(D, D)`` (singular when ``sigma_y = 0``)."""
+        mix = self.mixture
+        mu = self.weights @ mix.means
+        d = mix.means - mu
+        cz = torch.einsum("k,kij->ij", self.weights, mix.covariances() + d[:, :, None] * d[:, None])
+        return cz if self.basis is None else self.basis @ cz @ self.basis.T
 
 
 class OracleModel:

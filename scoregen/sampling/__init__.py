@@ -6,6 +6,8 @@
 - :mod:`~scoregen.sampling.noise`: counter-based per-sample noise streams.
 - :mod:`~scoregen.sampling.guidance`: conditioning and guidance as a model wrapper.
 - :mod:`~scoregen.sampling.inpaint`: known coordinates imposed during sampling.
+- :mod:`~scoregen.sampling.inverse`: linear inverse problems: measurement operators,
+  posterior-sampling methods, :func:`solve_inverse`.
 - :mod:`~scoregen.sampling.nfe_budget`: NFE budgets as step counts.
 - :mod:`~scoregen.sampling.grid`: time grids; :mod:`~scoregen.sampling.tuned_grids` and
   :mod:`~scoregen.sampling.grid_tuning`: grids fitted to a model and their store.
@@ -27,6 +29,7 @@ from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import SPACINGS, check_grid, time_grid
 from scoregen.sampling.guidance import Guidance, guide
 from scoregen.sampling.inpaint import inpaint
+from scoregen.sampling.inverse import solve_inverse
 from scoregen.sampling.noise import NoiseSource, seeds_for
 
 __all__ = [
@@ -43,5 +46,6 @@ __all__ = [
     "inpaint",
     "sample",
     "seeds_for",
+    "solve_inverse",
     "time_grid",
 ]

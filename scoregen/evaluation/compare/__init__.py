@@ -22,6 +22,10 @@ sets of the same size: differences below it are not resolved by the sample size.
 ``results.md`` (tables, best scoregen sampler in **bold** and best peer in _italics_ per
 budget), ``results.csv``, ``results.json``, ``quality_vs_nfe.png`` and ``samples_nfe<B>.png``.
 
+:func:`run_inverse` compares posterior-sampling methods on inverse problems
+(:class:`InverseProblem`: the oracle with the exact posterior, or a digits model with the true
+labels) and :func:`write_inverse_outputs` writes its tables and plots.
+
 The comparison is split by job: :mod:`~scoregen.evaluation.compare.problems`,
 :mod:`~scoregen.evaluation.compare.methods`, :mod:`~scoregen.evaluation.compare.sweep` and
 :mod:`~scoregen.evaluation.compare.report`; their public names are re-exported here.
@@ -31,42 +35,57 @@ from __future__ import annotations
 
 from scoregen.evaluation.compare.methods import (
     DEFAULT_TOLERANCES,
+    INVERSE_SAMPLERS,
     DrawFn,
+    InverseMethod,
     Method,
     Setting,
+    inverse_methods,
     plan_steps,
     scoregen_methods,
     tolerance_options,
 )
 from scoregen.evaluation.compare.problems import (
     GUIDED_METRICS,
+    INVERSE_METRICS,
     MIXTURE_METRICS,
+    InverseProblem,
     Problem,
     adaptive_grid,
     checkpoint_problem,
+    digits_inverse_problem,
     guided_problem,
     initial_noise,
     model_problem,
+    oracle_inverse_problem,
     oracle_problem,
 )
 from scoregen.evaluation.compare.report import (
     HIGHER_IS_BETTER,
     check_outputs,
     guidance_summary,
+    inverse_markdown,
     markdown,
     output_paths,
+    plot_inverse,
     plot_quality,
     plot_samples,
     write_csv,
+    write_inverse_outputs,
     write_outputs,
 )
 from scoregen.evaluation.compare.sweep import (
     DEFAULT_BUDGETS,
     Comparison,
+    InverseComparison,
+    InverseRecord,
     Record,
     draw_sharded,
     evaluate,
+    inverse_floor,
+    inverse_metrics,
     run_comparison,
+    run_inverse,
     shown_budget,
 )
 
@@ -75,9 +94,15 @@ __all__ = [
     "DEFAULT_TOLERANCES",
     "GUIDED_METRICS",
     "HIGHER_IS_BETTER",
+    "INVERSE_METRICS",
+    "INVERSE_SAMPLERS",
     "MIXTURE_METRICS",
     "Comparison",
     "DrawFn",
+    "InverseComparison",
+    "InverseMethod",
+    "InverseProblem",
+    "InverseRecord",
     "Method",
     "Problem",
     "Record",
@@ -85,22 +110,31 @@ __all__ = [
     "adaptive_grid",
     "check_outputs",
     "checkpoint_problem",
+    "digits_inverse_problem",
     "draw_sharded",
     "evaluate",
     "guidance_summary",
     "guided_problem",
     "initial_noise",
+    "inverse_floor",
+    "inverse_markdown",
+    "inverse_methods",
+    "inverse_metrics",
     "markdown",
     "model_problem",
+    "oracle_inverse_problem",
     "oracle_problem",
     "output_paths",
     "plan_steps",
+    "plot_inverse",
     "plot_quality",
     "plot_samples",
     "run_comparison",
+    "run_inverse",
     "scoregen_methods",
     "shown_budget",
     "tolerance_options",
     "write_csv",
+    "write_inverse_outputs",
     "write_outputs",
 ]

@@ -140,3 +140,47 @@ def plan_steps(method: Method, problem: Problem, budget: int, seed: int = 0) -> 
         return method.draw(model, problem.sde, x1, Setting(steps=steps), seed)[1]
 
     return plan(count_nfe(run), budget, method.nfe_per_step)
+
+
+# -- inverse problems ---------------------------------------------------------------------------
+INVERSE_SAMPLERS = {"replacement": "ancestral", "repaint": "ancestral", "ddnm": "ddim",
+                    "pigdm": "ddim", "dps": "ancestral", "smc": "dpm_solver++_sde"}
+
+
+@dataclass(frozen=True)
+class InverseMethod:
+    """A posterior-sampling method of :func:`scoregen.solve_inverse` on one sampler, with its
+    options; ``name`` is ``method@sampler``."""
+
+    method: str
+    sampler: str
+    options: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in self.options.items())
+        return f"{self.method}@{self.sampler}{extra}"
+
+
+def inverse_methods(specs: Sequence[str], particles: int = 4, resample: int = 5,
+                    options: dict[str, dict[str, Any]] | None = None) -> list[InverseMethod]:
+    """``method`` or ``method@sampler`` specs as :class:`InverseMethod` rows; the particle
+    method runs ``particles`` particles and RePaint ``resample`` passes (their NFE per step);
+    ``options``: method name -> options (e.g. ``{"dps": {"zeta": 0.1}}``)."""
+    from scoregen import samplers
+    from scoregen.sampling.inverse.methods import METHODS
+
+    out = []
+    for spec in specs:
+        method, _, sampler = spec.partition("@")
+        METHODS.get(method)  # a KeyError listing the methods
+        sampler = sampler or INVERSE_SAMPLERS.get(method, "ddim")
+        samplers.meta(sampler)
+        opts: dict[str, Any] = {}
+        if method == "smc":
+            opts["particles"] = particles
+        if method == "repaint":
+            opts["resample"] = resample
+        opts.update((options or {}).get(method, {}))
+        out.append(InverseMethod(method, sampler, opts))
+    return out

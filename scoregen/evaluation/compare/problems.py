@@ -4,6 +4,10 @@ A :class:`Problem` is what every method samples: the exact mixture oracle
 (:func:`oracle_problem`), the oracle under classifier-free guidance with a high-accuracy
 reference solve (:func:`guided_problem`), a trained checkpoint (:func:`checkpoint_problem`) or
 any model (:func:`model_problem`). :func:`initial_noise` is the shared ``x_T``.
+
+An :class:`InverseProblem` is a linear measurement of ``P`` true points: on the oracle with the
+exact posterior of each (:func:`oracle_inverse_problem`), on a trained digits model with the
+true labels (:func:`digits_inverse_problem`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.npz import check_finite, open_npz, pick_key, read_array
-from scoregen.models.analytic import GaussianMixture, preset
+from scoregen.models.analytic import GaussianMixture, LinearPosterior, preset
 from scoregen.models.prediction import Model
+from scoregen.sampling.inverse.base import Operator
+from scoregen.sampling.inverse.operators import operator
 from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sde.base import SDE
 
@@ -180,3 +186,81 @@ def initial_noise(problem: Problem, n: int, seed: int) -> Tensor:
     noise = NoiseSource(seeds_for(n, seed), sde.state_shape(problem.shape), problem.dtype,
                         problem.device)
     return sde.prior_from_normal(noise.draw(0))
+
+
+INVERSE_METRICS = ("swd", "nll_gap", "weight_tv", "residual")
+DIGITS_INVERSE_METRICS = ("label_agreement", "residual")
+
+
+@dataclass
+class InverseProblem:
+    """Measurements ``y_p = A x_p + sigma_y n_p`` of ``P`` true points ``truth: (P, *shape)``.
+
+    On the oracle: ``posteriors`` (the exact posterior of each ``y_p``), ``references`` (two
+    independent exact sets per point: the reference and the noise floor) and ``entropies``
+    (``H(x | y_p)``, Monte Carlo). On a digits model: ``labels`` (the true class of each point).
+    """
+
+    name: str
+    model: Model
+    sde: SDE
+    operator: Operator
+    sigma_y: float
+    y: Tensor
+    truth: Tensor
+    dtype: torch.dtype = torch.float64
+    posteriors: list[LinearPosterior] | None = None
+    references: list[tuple[Tensor, Tensor]] | None = None
+    entropies: list[float] | None = None
+    labels: Tensor | None = None
+
+    @property
+    def points(self) -> int:
+        return len(self.y)
+
+    def metric_names(self) -> tuple[str, ...]:
+        return INVERSE_METRICS if self.posteriors is not None else DIGITS_INVERSE_METRICS
+
+
+def _measure(op: Operator, truth: Tensor, sigma_y: float, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(20_000 + seed)
+    n = torch.randn(len(truth), *op.out_shape, generator=g, dtype=torch.float64)
+    return op.A(truth.to(torch.float64)) + sigma_y * n
+
+
+def oracle_inverse_problem(name: str, sde: str | SDE, spec: str, sigma_y: float,
+                           points: int = 2, n: int = 500, seed: int = 0) -> InverseProblem:
+    """``points`` exact draws of the mixture ``name`` measured by the operator ``spec`` with
+    noise ``sigma_y``, each with its exact posterior and two exact sets of ``n`` samples."""
+    from scoregen import sde as sde_lib
+
+    mixture = preset(name)
+    process = sde_lib.get(sde) if isinstance(sde, str) else sde
+    op = operator(spec, mixture.shape)
+    g = torch.Generator().manual_seed(30_000 + seed)
+    truth = mixture.sample(points, g)
+    y = _measure(op, truth, sigma_y, seed)
+    posteriors = [mixture.posterior(op, y[p], sigma_y) for p in range(points)]
+    refs = [(post.sample(n, g), post.sample(n, g)) for post in posteriors]
+    entropies = [post.mixture.entropy(100_000, g) for post in posteriors]
+    return InverseProblem(f"{name} {op.name} sigma_y={sigma_y:g}", mixture.model(process),
+                          process, op, float(sigma_y), y, truth, torch.float64, posteriors,
+                          refs, entropies)
+
+
+def digits_inverse_problem(model: Model, spec: str, sigma_y: float, points: int = 200,
+                           seed: int = 0, sde: SDE | None = None) -> InverseProblem:
+    """The first ``points`` held-out 8x8 digits measured by ``spec`` (noise ``sigma_y``), with
+    their labels; ``model`` is a trained digits model (re-targeted to ``sde`` if given)."""
+    from scoregen.data.digits import digits_with_labels
+    from scoregen.models.prediction import retarget
+
+    images, labels = digits_with_labels("test")
+    if points > len(images):
+        raise ValueError(f"the digits test split holds {len(images)} images, asked for {points}")
+    truth, labels = images[:points].to(torch.float64), labels[:points]
+    op = operator(spec, tuple(truth.shape[1:]))
+    process = sde or model.sde
+    return InverseProblem(f"digits {op.name} sigma_y={sigma_y:g}", retarget(model, process),
+                          process, op, float(sigma_y), _measure(op, truth, sigma_y, seed),
+                          truth, torch.float32, labels=labels)

@@ -5,7 +5,9 @@ All five are written together, atomically, and only over files scoregen wrote
 
 ``results.md`` has one table per metric (sampler x budget; best scoregen sampler in **bold**,
 best peer in _italics_), the wall times and the tolerance runs; :func:`guidance_summary`
-tabulates guided comparisons over the scale.
+tabulates guided comparisons over the scale. :func:`write_inverse_outputs` writes the inverse
+problems' tables (method x budget per problem and metric, the particle curve, the equal-NFE
+comparison with RePaint), their plots and, on images, grids of observation / samples / truth.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
-from scoregen.evaluation.compare.sweep import Comparison
+from scoregen.evaluation.compare.sweep import Comparison, InverseComparison
 
 HIGHER_IS_BETTER = ("class_acc",)
 GROUPS = ("scoregen", "peer", "student")  # each marks its best: **bold**, _italics_, **_both_**
@@ -299,4 +303,216 @@ def write_outputs(comp: Comparison, out: str | Path, reference: Tensor) -> dict[
         tmp["json"].write_text(json.dumps(raw, indent=1, allow_nan=True))
         plot_quality(comp, tmp["plot"])
         plot_samples(comp, reference, tmp["samples"])
+    return paths
+
+
+# -- inverse problems ---------------------------------------------------------------------------
+INVERSE_TITLES = {
+    "nll_gap": "NLL gap against the exact posterior (nats, signed; closer to 0 is better)",
+    "swd": "sliced W2 to exact posterior samples (lower is better)",
+    "weight_tv": "posterior-weight error (total variation; lower is better)",
+    "residual": "measurement residual RMS(A x - y) (sigma_y = 0: 0 is exact)",
+    "label_agreement": "label agreement: completions the digits classifier gives the true "
+                       "label (higher is better)",
+}
+
+
+def inverse_markdown(comp: InverseComparison) -> str:
+    """Per problem: one table per metric (method x budget; the counted NFE in parentheses
+    where it differs), the particle curve, and the equal-NFE comparison with RePaint."""
+    st = comp.settings
+    lines = ["# Inverse problems: posterior samples against the exact posterior", "",
+             f"{st['n']} samples per measured point, seed {st['seed']}, machine: "
+             f"{st['machine']}. NFE counts every network evaluation (every particle, every "
+             "RePaint pass). Metrics are means over the points of each problem.", ""]
+    budgets = st["budgets"]
+    for name, info in comp.problems.items():
+        recs = [r for r in comp.records if r.problem == name and r.budget is not None]
+        floor = info["floor"]
+        metrics_ = list(floor) if not recs else list(recs[0].metrics)
+        lines += [f"## {name}", ""]
+        shown = ", ".join(f"{k} {_cell(v)}" for k, v in floor.items())
+        what = ("Exact posterior samples (the noise floor)" if "nll_gap" in floor else
+                "The true images (the classifier's ceiling; exact posterior samples are not "
+                "known here)")
+        lines += [f"{what}: {shown}.", ""]
+        methods = list(dict.fromkeys(r.method for r in recs))
+        by_key = {(r.method, r.budget): r for r in recs}
+        for metric in metrics_:
+            lines += [f"### {INVERSE_TITLES.get(metric, metric)}", "",
+                      "| method | " + " | ".join(str(b) for b in budgets) + " |",
+                      "|---|" + "---|" * len(budgets)]
+            for m in methods:
+                cells = []
+                for b in budgets:
+                    r = by_key.get((m, b))
+                    cells.append("" if r is None else _cell(r.metrics[metric])
+                                 + (f" ({r.nfe})" if r.nfe != b else ""))
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
+        curve = sorted((r for r in comp.records if r.problem == name and r.particles),
+                       key=lambda r: r.particles)
+        if curve:
+            lines += [f"### particle method over K ({st['curve_sampler']}, {st['curve_steps']} "
+                      "steps)", "", "| K | NFE | " + " | ".join(metrics_) + " | seconds |",
+                      "|---|---|" + "---|" * len(metrics_) + "---|"]
+            lines += [f"| {r.particles} | {r.nfe} | " + " | ".join(
+                _cell(r.metrics[m]) for m in metrics_) + f" | {r.seconds:.3g} |" for r in curve]
+            lines.append("")
+        lines += _against_repaint(recs, budgets)
+    if comp.skipped:
+        lines += ["Skipped: " + "; ".join(comp.skipped) + ".", ""]
+    return "\n".join(lines)
+
+
+def _against_repaint(recs: list, budgets: list[int]) -> list[str]:
+    """At each budget: RePaint's NLL gap, the best method's and their ratio."""
+    if not recs or "nll_gap" not in recs[0].metrics:
+        return []
+    rows = []
+    for b in budgets:
+        at = [r for r in recs if r.budget == b]
+        rep = [r for r in at if r.method.startswith("repaint")]
+        if not rep or not at:
+            continue
+        best = min(at, key=lambda r: _score(r.metrics["nll_gap"]))
+        g_rep, g_best = rep[0].metrics["nll_gap"], best.metrics["nll_gap"]
+        ratio = abs(g_rep) / max(abs(g_best), 1e-12)
+        rows.append(f"| {b} | {_cell(g_rep)} | {best.method} | {_cell(g_best)} | {ratio:.3g} |")
+    if not rows:
+        return []
+    return ["### equal NFE: the best method against RePaint (NLL gap)", "",
+            "| NFE | RePaint | best method | its NLL gap | RePaint / best |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
+def plot_inverse(comp: InverseComparison, path: Path) -> None:
+    """|NLL gap| (or label agreement) against counted NFE, one panel per problem, and the
+    particle curve over K."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(comp.problems)
+    metric = "nll_gap" if any("nll_gap" in r.metrics for r in comp.records) else (
+        "label_agreement")
+    has_curve = any(r.particles for r in comp.records)
+    cols = len(names) + int(has_curve)
+    fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.8), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, name in zip(axes[0], names, strict=False):
+        recs = [r for r in comp.records if r.problem == name and r.budget is not None]
+        for i, m in enumerate(dict.fromkeys(r.method for r in recs)):
+            rows = sorted((r for r in recs if r.method == m), key=lambda r: r.nfe)
+            ax.plot([r.nfe for r in rows], [abs(r.metrics[metric]) for r in rows], "o-", ms=3,
+                    color=colors(i % 10), label=m)
+        floor = comp.problems[name]["floor"]
+        if metric == "nll_gap":
+            ax.axhline(max(abs(floor["nll_gap"]), floor["nll_se"]), color="0.5", ls=":",
+                       label="exact samples")
+            ax.set_yscale("log")
+        ax.set(xscale="log", xlabel="NFE (counted)", title=name)
+        ax.set_ylabel("|NLL gap| (nats)" if metric == "nll_gap" else metric)
+        ax.tick_params(labelsize=7)
+        ax.title.set_fontsize(8)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][len(names) - 1].legend(fontsize=6)
+    if has_curve:
+        ax = axes[0][-1]
+        for i, name in enumerate(names):
+            rows = sorted((r for r in comp.records if r.problem == name and r.particles),
+                          key=lambda r: r.particles)
+            ax.plot([r.particles for r in rows], [abs(r.metrics[metric]) for r in rows], "o-",
+                    ms=3, color=colors(i % 10), label=name)
+        ax.set(xscale="log", xlabel="particles K",
+               title=f"particle method, {comp.settings['curve_steps']} steps")
+        if metric == "nll_gap":
+            ax.set_yscale("log")
+            ax.set_ylabel("|NLL gap| (nats)")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_inverse_grid(comp: InverseComparison, name: str, observed: Tensor, truth: Tensor,
+                      path: Path, columns: int = 12) -> None:
+    """Rows: the observation (``A^+ y``), each method's sample of the first ``columns``
+    points (at the shown budget), the truth; images in ``[-1, 1]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scoregen.infra.plotting import image_grid
+
+    n = comp.settings["n"]
+    rows = {"observation": observed[:columns], **{
+        m: x[::n][:columns] for (p, m), x in comp.samples.items() if p == name},
+        "truth": truth[:columns]}
+    fig, axes = plt.subplots(len(rows), 1, figsize=(columns * 0.55 + 1.5, 0.7 * len(rows) + 0.6),
+                             squeeze=False)
+    for ax, (label, x) in zip(axes[:, 0], rows.items(), strict=True):
+        grid = image_grid(x.float().clamp(-1, 1), ncol=columns)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label.replace(" ", "\n"), rotation=0, ha="right", va="center",
+                      fontsize=6)
+    fig.suptitle(f"{name}: {comp.settings['show_nfe']} NFE", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def inverse_output_paths(out: str | Path, digits: bool, grids: Sequence[str] = ()
+                         ) -> dict[str, Path]:
+    """The files ``compare --inverse`` writes into ``out``: ``results.md``, ``.csv``, ``.json``,
+    ``nll_gap_vs_nfe.png`` (``label_agreement_vs_nfe.png`` on digits) and one
+    ``grid_<key>.png`` per image problem (``grids``: the keys)."""
+    out = Path(out)
+    paths = {"md": out / "results.md", "csv": out / "results.csv", "json": out / "results.json",
+             "plot": out / ("label_agreement_vs_nfe.png" if digits else "nll_gap_vs_nfe.png")}
+    paths.update({f"grid {key}": out / f"grid_{key}.png" for key in grids})
+    return paths
+
+
+def grid_key(problem: dict[str, Any]) -> str:
+    """The file key of an image problem's grid: its operator and noise level."""
+    return f"{problem['operator'].replace(':', '_')}_sigma{problem['sigma_y']:g}"
+
+
+def write_inverse_outputs(comp: InverseComparison, out: str | Path,
+                          images: dict[str, tuple[Tensor, Tensor]] | None = None
+                          ) -> dict[str, Path]:
+    """Write :func:`inverse_output_paths` together, atomically and only over files scoregen
+    wrote (:func:`scoregen.infra.outputs.replacing`); for image problems (``images``: name ->
+    (observation, truth)) one grid each."""
+    from scoregen.infra import outputs
+
+    images = images or {}
+    digits = not any("nll_gap" in r.metrics for r in comp.records)
+    keys = {name: grid_key(comp.problems[name]) for name in images}
+    paths = inverse_output_paths(out, digits, list(keys.values()))
+    metrics_ = sorted({k for r in comp.records for k in r.metrics})
+    raw = {"settings": comp.settings, "problems": comp.problems, "skipped": comp.skipped,
+           "records": [asdict(r) for r in comp.records]}
+    with outputs.replacing(*paths.values(), what="--out") as tmps:
+        tmp = dict(zip(paths, tmps, strict=True))
+        tmp["md"].write_text(inverse_markdown(comp))
+        with open(tmp["csv"], "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["problem", "method", "budget", "particles", "steps", "nfe", "seconds",
+                        *metrics_])
+            for r in comp.records:
+                w.writerow([r.problem, r.method, r.budget, r.particles, r.steps, r.nfe,
+                            f"{r.seconds:.6g}", *(f"{r.metrics.get(m, math.nan):.6g}"
+                                                  for m in metrics_)])
+        tmp["json"].write_text(json.dumps(raw, indent=1, allow_nan=True))
+        plot_inverse(comp, tmp["plot"])
+        for name, (observed, truth) in images.items():
+            plot_inverse_grid(comp, name, observed, truth, tmp[f"grid {keys[name]}"])
     return paths

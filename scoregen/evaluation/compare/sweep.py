@@ -3,6 +3,11 @@
 :func:`run_comparison` plans each method's step counts for the NFE budgets (tolerances for
 self-stepping solvers), draws (sharded under ``torchrun``), scores the samples
 (:func:`evaluate`) and returns a :class:`Comparison` of :class:`Record` rows.
+
+:func:`run_inverse` does the same for inverse problems: every posterior-sampling method at
+every NFE budget (counted, every particle and RePaint pass included) on every
+:class:`~scoregen.evaluation.compare.problems.InverseProblem`, plus the particle method's curve
+over the number of particles at a fixed step count, scored by :func:`inverse_metrics`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from scoregen.evaluation.compare.methods import Method, Setting, plan_steps
-from scoregen.evaluation.compare.problems import Problem, initial_noise
+from scoregen.evaluation.compare.methods import InverseMethod, Method, Setting, plan_steps
+from scoregen.evaluation.compare.problems import InverseProblem, Problem, initial_noise
 from scoregen.infra import distributed
 
 DEFAULT_BUDGETS = (5, 10, 20, 50, 100, 1000)
@@ -183,3 +188,136 @@ def _describe(problem: Problem, n: int) -> dict[str, Any]:
             "metrics": list(problem.metric_names()),
             "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
                        f"{torch.get_num_threads()} threads"}
+
+
+# -- inverse problems ---------------------------------------------------------------------------
+@dataclass
+class InverseRecord:
+    """One run on one inverse problem: ``budget`` is the NFE budget (``None`` on the particle
+    curve, which runs ``steps`` steps with ``particles`` particles)."""
+
+    problem: str
+    method: str
+    budget: int | None
+    steps: int
+    nfe: int
+    seconds: float
+    metrics: dict[str, float]
+    particles: int | None = None
+
+
+@dataclass
+class InverseComparison:
+    settings: dict[str, Any]
+    problems: dict[str, dict[str, Any]]  # name -> operator, sigma_y, floor metrics
+    records: list[InverseRecord] = field(default_factory=list)
+    samples: dict[tuple[str, str], Tensor] = field(default_factory=dict)  # (problem, method)
+    skipped: list[str] = field(default_factory=list)
+
+
+def inverse_metrics(x: Tensor, problem: InverseProblem) -> dict[str, float]:
+    """Means over the problem's points of each point's metrics; ``x: (P * n, *shape)``, the
+    ``n`` samples of point ``p`` at rows ``p n .. (p + 1) n - 1``.
+
+    On the oracle, in the coordinates of each exact posterior (``LinearPosterior.coords``: the
+    affine set ``A x = y`` when ``sigma_y = 0``): ``swd`` (sliced W2 to the exact reference
+    set), ``nll_gap`` (``E[-log p(x | y)] - H(x | y)``, nats), ``weight_tv`` (total variation
+    of the posterior component weights); everywhere ``residual``: the RMS of ``A x - y`` per
+    measured value. On digits: ``label_agreement``, the fraction of samples the digits
+    classifier gives the true label of their point.
+    """
+    from scoregen.evaluation import metrics
+
+    x = x.detach().to(torch.float64).cpu()
+    names = problem.metric_names()
+    if not torch.isfinite(x).all():
+        return {m: math.nan for m in names}
+    P = problem.points
+    xs = x.reshape(P, -1, *x.shape[1:])
+    op = problem.operator
+    m = max(1, int(op.rows().sum())) if not getattr(op, "per_sample", False) else 1
+    resid = op.A(x) - problem.y.repeat_interleave(xs.shape[1], 0).to(x)
+    residual = float(resid.flatten(1).pow(2).sum(1).div(m).mean().sqrt())
+    if problem.posteriors is None:
+        from scoregen.evaluation.digits_classifier import get_classifier
+
+        net = get_classifier()  # trains on first use: outside no_grad
+        with torch.no_grad():
+            pred = net(x.to(torch.float32)).argmax(1)
+        truth = problem.labels.repeat_interleave(xs.shape[1])
+        return {"label_agreement": float((pred == truth).to(torch.float64).mean()),
+                "residual": residual}
+    swd = gap = tv = 0.0
+    for p, post in enumerate(problem.posteriors):
+        z = post.coords(xs[p])
+        swd += metrics.sliced_wasserstein(z, post.coords(problem.references[p][0]))
+        gap += metrics.nll_gap(z, post.mixture, entropy=problem.entropies[p])
+        tv += metrics.mode_weight_error(z, post.mixture)
+    return {"swd": swd / P, "nll_gap": gap / P, "weight_tv": tv / P, "residual": residual}
+
+
+def inverse_floor(problem: InverseProblem) -> dict[str, float]:
+    """The metrics of exact posterior samples (the second reference sets), and ``nll_se``: the
+    standard error of the NLL gap at this sample size (``std log p / sqrt(n)``, mean over the
+    points); on digits, ``label_agreement`` of the true images."""
+    if problem.posteriors is None:
+        return inverse_metrics(problem.truth, problem)
+    exact = torch.cat([b for _, b in problem.references])
+    out = inverse_metrics(exact, problem)
+    se = [float(post.log_prob(b).std() / math.sqrt(len(b)))
+          for post, (_, b) in zip(problem.posteriors, problem.references, strict=True)]
+    out["nll_se"] = sum(se) / len(se) / math.sqrt(len(se))
+    return out
+
+
+def run_inverse(problems: Sequence[InverseProblem], methods: Sequence[InverseMethod],
+                budgets: Sequence[int], *, n: int = 500, curve: Sequence[int] = (),
+                curve_steps: int = 100, curve_sampler: str = "dpm_solver++_sde", seed: int = 0,
+                show_nfe: int | None = None, progress: bool = True) -> InverseComparison:
+    """Every method at every budget on every problem (``n`` samples per point), then the
+    particle method with ``curve`` particle counts at ``curve_steps`` steps (with the options of
+    the ``smc`` row of ``methods``, if any). ``show_nfe``: the budget whose samples are kept for
+    the image grids (default: the largest)."""
+    from scoregen.sampling.inverse.solve import solve_inverse
+
+    budgets = sorted(set(int(b) for b in budgets))
+    if not budgets or budgets[0] < 1:
+        raise ValueError(f"NFE budgets must be positive integers, got {budgets}")
+    show = show_nfe or budgets[-1]
+    jobs: list[tuple[InverseProblem, InverseMethod, int | None, int | None]] = [
+        (p, m, b, None) for p in problems for m in methods for b in budgets]
+    curve_opts = next((m.options for m in methods if m.method == "smc"), {})
+    jobs += [(p, InverseMethod("smc", curve_sampler, {**curve_opts, "particles": k}), None, k)
+             for p in problems for k in curve]
+    comp = InverseComparison(
+        {"budgets": budgets, "n": n, "seed": seed, "curve": list(curve),
+         "curve_steps": curve_steps, "curve_sampler": curve_sampler, "show_nfe": show,
+         "machine": _describe_machine()},
+        {p.name: {"operator": p.operator.name, "sigma_y": p.sigma_y, "points": p.points,
+                  "sde": p.sde.config(), "floor": inverse_floor(p)} for p in problems})
+    bar = tqdm(jobs, desc="inverse", disable=not progress)
+    for problem, method, budget, k in bar:
+        bar.set_postfix_str(f"{problem.operator.name} {problem.sigma_y:g} {method.name} "
+                            f"{budget or ''}")
+        y = problem.y.repeat_interleave(n, 0)
+        plan = {"nfe": budget} if budget is not None else {"steps": curve_steps}
+        start = time.perf_counter()
+        try:
+            res = solve_inverse(problem.model, problem.sde, problem.operator, y, method.method,
+                                method.sampler, sigma_y=problem.sigma_y, seed=seed,
+                                dtype=problem.dtype, check_finite=False, **plan,
+                                **method.options)
+        except ValueError as err:
+            comp.skipped.append(f"{problem.name} {method.name} at {budget} NFE: {err}")
+            continue
+        seconds = time.perf_counter() - start
+        comp.records.append(InverseRecord(problem.name, method.name, budget, len(res.ts) - 1,
+                                          res.nfe, seconds, inverse_metrics(res.x, problem), k))
+        if budget == show:
+            comp.samples[problem.name, method.name] = res.x.detach().float().cpu()
+    return comp
+
+
+def _describe_machine() -> str:
+    return (f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")

@@ -19,7 +19,6 @@ budget in CPU time of the process, for machines shared with other work.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from scoregen.infra import outputs
 from scoregen.infra.version import __version__
 from scoregen.models.prediction import Model
 from scoregen.sde.base import SDE
@@ -45,6 +45,8 @@ from scoregen.training.distill.teacher import (
     check_same_teacher,
     resolve_teacher,
 )
+
+STUDENT_TAG = "student"  # the folder tag of a student in its record of outputs
 
 
 def distill(teacher: str | Path | Model, method: str = "consistency",
@@ -109,8 +111,12 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
         if old is None and any((out / name).exists() for name in RUN_FILES):
             raise RunFolderError(f"{out} holds a training run, not a student; choose another "
                                  "--out folder")
+        if old is not None and outputs.folder_tag(out) != STUDENT_TAG:
+            raise RunFolderError(f"{out} holds a {STUDENT_FILE} that scoregen did not write as a "
+                                 "student (its folder record has no student tag); scoregen never "
+                                 "uses or replaces files it did not write: choose another --out")
         if old is not None and overwrite:
-            _delete_student(out, old)
+            _delete_student(out)
             old = None
         student_sde = chosen.student_sde(found)
         shape = found.shape
@@ -133,7 +139,7 @@ def distill(teacher: str | Path | Model, method: str = "consistency",
                       "stages": [{"name": s.name, "kind": s.kind, "depends": s.depends,
                                   "status": "pending"} for s in stages],
                       "sampling": {"entries": [], "rule": None}}
-            out.mkdir(parents=True, exist_ok=True)
+            outputs.mark_folder(out, STUDENT_TAG)
             write_record(out, record)
         status = {s["name"]: s for s in record["stages"]}
         if time_limit is not None:
@@ -180,15 +186,11 @@ def _check_resume(old: dict[str, Any], method: str, options: dict[str, Any], tea
     check_same_teacher(old["teacher"], teacher, out)
 
 
-def _delete_student(out: Path, record: dict[str, Any]) -> None:
-    """Delete the student's own entries: its record, its stage folders, its pairs."""
-    for stage in record["stages"]:
-        for path in (out / stage["name"], out / f"{stage['name']}.safetensors"):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.is_file():
-                path.unlink()
-    (out / STUDENT_FILE).unlink(missing_ok=True)
+def _delete_student(out: Path) -> None:
+    """Delete what scoregen wrote for the student (its record, stage folders and pairs, with
+    the content scoregen wrote: :func:`scoregen.infra.outputs.remove_owned`), nothing else."""
+    outputs.remove_owned(out)
+    outputs.mark_folder(out, STUDENT_TAG)
 
 
 __all__ = ["distill"]

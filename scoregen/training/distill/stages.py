@@ -18,7 +18,6 @@ identically).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from scoregen.infra import outputs
 from scoregen.models.prediction import Model
 from scoregen.sde.base import SDE
 
@@ -87,7 +87,8 @@ def train_stage(folder: Path, cfg: Any, *, data: Tensor, teacher: Model | None =
             trainer.clock = clock
         if resume and has_checkpoints(folder):
             trainer.resume(find_checkpoint(folder))
-        write_text(folder / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        outputs.write_text(folder / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+                           kind="run")
     except BaseException:
         lock.release()
         raise
@@ -120,22 +121,15 @@ def make_pairs(model: Model, sde: SDE, shape: tuple[int, ...], n: int, *, seed: 
 
 
 def save_pairs(path: Path, pairs: Tensor, meta: dict[str, Any]) -> None:
-    """Write pairs and their description (strings) atomically as safetensors."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"pairs": pairs.contiguous()}, str(tmp), metadata={k: str(v) for k, v in
-                                                                  meta.items()})
-    os.replace(tmp, path)
+    """Write pairs and their description (strings) atomically as safetensors, as a file of
+    the student folder (:func:`scoregen.infra.outputs.replacing`, kind ``student``)."""
+    with outputs.replacing(path, kind="student", what="pairs") as (tmp,):
+        save_file({"pairs": pairs.contiguous()}, str(tmp),
+                  metadata={k: str(v) for k, v in meta.items()})
 
 
 def load_pairs(path: Path) -> Tensor:
     return load_file(str(path))["pairs"]
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (temporary file in the same folder, ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-__all__ = ["StageResult", "load_pairs", "make_pairs", "save_pairs", "train_stage", "write_text"]
+__all__ = ["StageResult", "load_pairs", "make_pairs", "save_pairs", "train_stage"]

@@ -30,7 +30,6 @@ or an exact step count into a model, a sampler and a grid, and refuses what it c
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,14 +189,11 @@ def read_record(path: str | Path) -> dict[str, Any]:
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Write ``student.json`` atomically (temporary file, fsync, ``os.replace``)."""
-    file = Path(path) / STUDENT_FILE
-    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(json.dumps(record, indent=1))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, file)
+    """Write ``student.json`` atomically, as a file of the student folder
+    (:func:`scoregen.infra.outputs.write_text`, kind ``student``)."""
+    from scoregen.infra import outputs
+
+    outputs.write_text(Path(path) / STUDENT_FILE, json.dumps(record, indent=1), kind="student")
 
 
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> Student:
