@@ -34,6 +34,7 @@ mixture (:meth:`GaussianMixture.condition`): component ``k`` becomes
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from scoregen.infra.registry import Registry
 from scoregen.infra.shape import bcast
+from scoregen.infra.spec import check_params, parse_spec
 from scoregen.models.prediction import Prediction, check_prediction, from_x0_eps
 from scoregen.sde.base import SDE
 
@@ -115,6 +117,17 @@ class GaussianMixture:
         keep = self.labels == int(y)
         return GaussianMixture(self.means[keep], self.covariances()[keep], self.weights[keep],
                                self.shape)
+
+    def with_classes(self, classes: int) -> GaussianMixture:
+        """The same mixture with component ``k`` in class ``k mod classes`` (e.g. ``ring8`` with
+        2 classes: every other Gaussian of the ring, so the classes interleave)."""
+        if not (isinstance(classes, int) and not isinstance(classes, bool)
+                and 1 <= classes <= self.n_components):
+            raise ValueError(f"classes must be an integer in [1, {self.n_components}] (one class "
+                             f"per component at most), got {classes!r}")
+        out = copy.copy(self)
+        out.labels = torch.arange(self.n_components) % classes
+        return out
 
     def class_weights(self) -> Tensor:
         """``p(y)``: ``(C,)``."""
@@ -354,6 +367,26 @@ def mix64() -> GaussianMixture:
     return random_mixture(64, 8, seed=0)
 
 
-def preset(name: str, **kwargs: object) -> GaussianMixture:
-    """A named preset mixture (``PRESETS.list()`` gives the names)."""
-    return PRESETS.get(name)(**kwargs)
+def preset(name: str, classes: int | None = None, **kwargs: object) -> GaussianMixture:
+    """A named preset mixture (``PRESETS.list()`` gives the names); ``classes``: component
+    ``k`` is class ``k mod classes`` (default: each component its own class), see
+    :meth:`GaussianMixture.with_classes`. On the command line: ``ring8:classes=2``."""
+    mixture = PRESETS.get(name)(**kwargs)
+    return mixture if classes is None else mixture.with_classes(classes)
+
+
+def from_spec(spec: str | GaussianMixture) -> GaussianMixture:
+    """A preset from ``NAME[:KEY=VALUE,...]`` (:mod:`scoregen.infra.spec`), e.g.
+    ``ring8:classes=2`` or ``ring8:std=0.05``; a mixture is returned as is. ``classes`` is
+    every preset's parameter (:func:`preset`); the others are the preset's own."""
+    if isinstance(spec, GaussianMixture):
+        return spec
+    example = "ring8:classes=2"
+    name, params = parse_spec(spec, "mixture preset", example)
+    factory = PRESETS.get(name)
+    check_params(factory, params, f"mixture preset {name!r}", example, extra=("classes",))
+    classes = params.pop("classes", None)
+    try:
+        return preset(name, classes, **params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"mixture preset {spec!r}: {err}") from None
