@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +26,11 @@ from scoregen.models.prediction import Model
 from scoregen.samplers import SAMPLERS
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import TUNED, check_grid, time_grid
-from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
+from scoregen.sampling.guidance import Classifier, Guidance, Guided, guidance_scale, guide
 from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
 from scoregen.sampling.noise import NoiseSource, seeds_for
-from scoregen.sampling.tuned_grids import TunedGrids, as_grids
+from scoregen.sampling.recommend import AUTO, resolve
+from scoregen.sampling.tuned_grids import TunedGrids, as_grids, guidance_key
 from scoregen.sde.base import SDE
 
 
@@ -67,7 +69,7 @@ def sample(
     model: Model,
     sde: SDE,
     shape_or_xT: tuple[int, ...] | torch.Size | Tensor,
-    sampler: str = "ddim",
+    sampler: str = AUTO,
     steps: int | None = 50,
     *,
     ts: Tensor | None = None,
@@ -98,7 +100,11 @@ def sample(
             :func:`scoregen.models.prediction.retarget`).
         sde: the process to reverse.
         shape_or_xT: ``(B, *D)`` to draw ``x_T`` from the prior, or ``x_T`` itself.
-        sampler: a name from ``scoregen.samplers.list()``.
+        sampler: a name from ``scoregen.samplers.list()``, or ``"auto"`` (the default): the
+            sampler and options measured best for the budget (``nfe``, else ``steps``) and
+            the guidance scale (:func:`scoregen.sampling.recommend.recommend`); options given
+            here override the recommended ones. ``res.sampler`` and ``res.info["options"]``
+            say what ran.
         steps: grid size for :func:`~scoregen.sampling.grid.time_grid` (ignored if ``ts``
             or ``nfe`` is given).
         ts: an explicit descending grid instead of ``steps``/``spacing``/``denoise``.
@@ -106,10 +112,14 @@ def sample(
             largest ``<= nfe`` (:func:`scoregen.sampling.nfe_budget.plan_steps`); self-stepping
             samplers refuse it (set their tolerance instead).
         spacing: a :func:`~scoregen.sampling.grid.time_grid` spacing, or ``"tuned"``: the
-            grid fitted for this sampler, its options, ``sde`` and the budget (``nfe`` or
-            ``steps``) in ``grids``.
-        grids: the tuned grids of the model (:class:`~scoregen.sampling.tuned_grids.TunedGrids`, or
-            the folder / ``.json`` file written by ``scoregen tune-grid``).
+            grid fitted for this sampler, its options, ``sde``, the guidance and the budget
+            (``nfe`` or ``steps``) in ``grids``. ``"auto"`` (default) takes that tuned grid
+            when ``grids`` holds one, else the SDE's default spacing; ``res.info["grid"]``
+            says which.
+        grids: the tuned grids of the model (:class:`~scoregen.sampling.tuned_grids.TunedGrids`,
+            the ``.json`` file or its folder, or the run folder given to ``scoregen tune-grid``:
+            the grids of its newest checkpoint). Under guidance the grid fitted for the same
+            scale is taken (``scoregen tune-grid --guidance``).
         seed, seeds, generator: sample ``k`` uses seed ``seeds[k]``; by default
             ``seed + k``, where ``seed`` is drawn from ``generator`` when one is given. The
             same seed gives the same sample whatever the batch size.
@@ -131,6 +141,9 @@ def sample(
     A model that declares its ``data_shape`` (:class:`~scoregen.models.ScoreModel` does)
     refuses ``x_T`` of another event shape with a ``ValueError``.
     """
+    scale = guidance_scale(model, cond, guidance)
+    requested = sampler
+    sampler, opts = resolve(sampler, opts, nfe, steps if ts is None else len(ts) - 1, scale)
     fn = SAMPLERS.get(sampler)
     check_options(sampler, fn, opts)
     if isinstance(shape_or_xT, Tensor):
@@ -164,9 +177,13 @@ def sample(
     else:
         noise.count = 1  # draw 0 is reserved for x_T, whether drawn or given
 
+    grid_used = "given"
     if ts is None:
-        ts = _plan_grid(fn, model, sde, x, seeds, sampler, steps, nfe, spacing, denoise,
-                        grids, opts)
+        guided = guidance_key(cond, guidance, guidance_interval, threshold)
+        if guided is None and isinstance(model, Guided):  # a model guided already
+            guided = guidance_key(model.labels, model.guidance)
+        ts, grid_used = _plan_grid(fn, model, sde, x, seeds, sampler, steps, nfe, spacing,
+                                   denoise, grids, opts, guided)
     elif nfe is not None:
         raise ValueError("give either an NFE budget nfe or an explicit time grid ts, not both")
     ts = check_grid(ts, sde).to(device)
@@ -198,6 +215,9 @@ def sample(
             "the model's weights may be diverged (check its checkpoint), or try more steps or "
             "another sampler")
     info = dict(info)
+    info["grid"] = grid_used
+    if requested == AUTO:
+        info["options"] = dict(opts)
     if isinstance(model, Guided):
         info["network_rows_per_sample"] = model.rows
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
@@ -227,8 +247,11 @@ def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
 
 def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sampler: str,
                steps: int | None, nfe: int | None, spacing: str, denoise: bool,
-               grids: TunedGrids | str | None, opts: dict[str, Any]) -> Tensor:
-    """The grid for ``steps``, or for the NFE budget ``nfe`` (counted on one sample)."""
+               grids: TunedGrids | str | None, opts: dict[str, Any],
+               guided: dict[str, Any] | None = None) -> tuple[Tensor, str]:
+    """``(grid, what it is)`` for ``steps``, or for the NFE budget ``nfe`` (counted on one
+    sample); a tuned grid is the one fitted for the guidance ``guided``
+    (:func:`guidance_key`), taken for ``spacing="auto"`` too when ``grids`` holds it."""
     if spacing == TUNED:
         if grids is None:
             raise ValueError("spacing='tuned' needs grids=: the run folder or TunedGrids "
@@ -236,11 +259,20 @@ def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sample
         tuned = as_grids(grids)
         if nfe is not None:
             check_plannable(sampler)
-        return tuned.select(sampler, sde, opts, steps=steps, nfe=nfe)
+        return tuned.select(sampler, sde, opts, steps=steps, nfe=nfe, guidance=guided), TUNED
+    if spacing == "auto" and grids is not None and (steps is not None or nfe is not None):
+        store = grids if isinstance(grids, TunedGrids) else TunedGrids.load(grids,
+                                                                              missing_ok=True)
+        found = [g for g in store.matching(sampler, sde, opts, guided)
+                 if (g.nfe == nfe if nfe is not None else g.steps == steps)]
+        if found:  # else none fitted for this sampler, guidance and budget: the formula grid
+            return found[-1].tensor(), TUNED
+    dim = math.prod(x.shape[1:])
+    named = sde.default_spacing if spacing == "auto" else spacing
     if nfe is None:
         if steps is None:
             raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
-        return time_grid(sde, steps, spacing, denoise=denoise)
+        return time_grid(sde, steps, spacing, denoise=denoise, dim=dim), named
     per_step = check_plannable(sampler)
     probe_x = x[:1].clone()
 
@@ -249,7 +281,7 @@ def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sample
         noise = NoiseSource(seeds[:1].to(x.device), tuple(x.shape[1:]), dtype=x.dtype,
                             device=x.device)
         noise.count = 1
-        grid = check_grid(time_grid(sde, k, spacing, denoise=denoise), sde).to(x.device)
+        grid = check_grid(time_grid(sde, k, spacing, denoise=denoise, dim=dim), sde).to(x.device)
         with torch.no_grad():
             fn(denoiser, sde, probe_x, grid, noise=noise, callback=_ignore, **opts)
         return denoiser.nfe
@@ -258,7 +290,7 @@ def _plan_grid(fn: Any, model: Model, sde: SDE, x: Tensor, seeds: Tensor, sample
     if planned is None:
         raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE; give a "
                          "larger nfe")
-    return time_grid(sde, planned, spacing, denoise=denoise)
+    return time_grid(sde, planned, spacing, denoise=denoise, dim=dim), named
 
 
 def _ignore(*_: Any) -> None:

@@ -229,7 +229,7 @@ def inpaint(
         raise ValueError(f"RePaint resampling needs a fixed-step sampler; {sampler!r} "
                          "chooses its own steps (use resample=1)")
     if ts is None:
-        ts = time_grid(sde, steps, spacing)
+        ts = time_grid(sde, steps, spacing, dim=known[0].numel())
     ts = check_grid(ts, sde).to(known.device)
     noise = NoiseSource(seeds, tuple(known.shape[1:]), known.dtype, known.device)
     denoiser = Denoiser(imputed, sde)

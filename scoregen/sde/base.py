@@ -59,14 +59,15 @@ class SDE:
         T: final time of the forward process; the prior lives there.
         t_min: smallest time samplers integrate to and training samples (the model is never
             asked for ``t < t_min``); the valid time range of the process is ``[0, T]``.
-        default_spacing: the time grid ``spacing="auto"`` picks for this process. Uniform in
-            log-SNR for every SDE shipped: the best of edm/logsnr/uniform at 5-50 NFE on VP
-            and VE in ``experiments/fast_samplers_sweep.py`` (docs/fast-samplers.md); a new
-            SDE sets its own.
+        default_spacing: the time grid ``spacing="auto"`` picks for this process:
+            ``"data"`` (uniform in log-SNR where the data is resolved, geometric above; see
+            :mod:`scoregen.sampling.grid`) for every SDE shipped, never worse than uniform in
+            log-SNR on the cells of ``experiments/default_grid.py`` (docs/fast-samplers.md);
+            a new SDE sets its own.
     """
 
     name: str = "sde"
-    default_spacing: str = "logsnr"
+    default_spacing: str = "data"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every ``alpha``/``sigma``/``f``/``g2``/``log_snr`` a subclass defines checks its

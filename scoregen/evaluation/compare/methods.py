@@ -71,15 +71,19 @@ def tolerance_options(name: str, tolerance: float) -> dict[str, float]:
 def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
                      options: dict[str, dict[str, Any]] | None = None,
                      grids: Any = None) -> list[Method]:
-    """Every registered sampler (or ``names``) as a :class:`Method` on a ``spacing`` grid
-    (``spacing="tuned"``: the grids fitted to the model, ``grids``, see
-    :mod:`scoregen.sampling.tuned_grids`)."""
+    """``auto`` (the sampler :func:`scoregen.sample` picks by default for the budget and the
+    guidance, :mod:`scoregen.sampling.recommend`) and every registered sampler (or ``names``)
+    as a :class:`Method` on a ``spacing`` grid (``spacing="tuned"``: the grids fitted to the
+    model, ``grids``, see :mod:`scoregen.sampling.tuned_grids`)."""
     from scoregen import samplers
     from scoregen.sampling.api import sample
+    from scoregen.sampling.recommend import AUTO
 
     methods = []
-    for name in names or samplers.list():
-        meta = samplers.meta(name)  # raises a KeyError listing the known samplers
+    for name in names or [AUTO, *samplers.list()]:
+        # auto resolves to a one-evaluation-per-step sampler for every step count
+        meta = ({"nfe_per_step": 1, "stochastic": False} if name == AUTO
+                else samplers.meta(name))  # raises a KeyError listing the known samplers
         opts = dict((options or {}).get(name, {}))
 
         def draw(model, sde, x_T, setting, seed, seeds=None, _name=name, _opts=opts):
