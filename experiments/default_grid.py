@@ -89,7 +89,16 @@ def report(results: dict[str, dict[str, float]], budgets: list[int]) -> str:
     head = (f"Best solver per cell, median endpoint error to sigma = 0 over the starts. `data` "
             f"against `logsnr`: geometric mean ratio {geo:.2f}, worst {max(ratios):.2f}, "
             f"best {min(ratios):.2f}; worse in {worse} of {len(ratios)} cells.\n\n")
-    return head + "\n".join(lines) + "\n"
+    compact = ["| preset, process | " + " | ".join(f"{b}" for b in budgets) + " |",
+               "|---|" + "---|" * len(budgets)]
+    for key, errors in results.items():
+        cells = []
+        for b in budgets:
+            data, logsnr = best(errors, b, "data")[1], best(errors, b, "logsnr")[1]
+            cells.append(f"{data:.2g} / {logsnr:.2g} ({data / logsnr:.2f})")
+        compact.append(f"| {key.replace('|', ', ')} | " + " | ".join(cells) + " |")
+    return (head + "Best solver's error on data / on logsnr (ratio):\n\n" + "\n".join(compact)
+            + "\n\nEvery solver's best, per cell:\n\n" + "\n".join(lines) + "\n")
 
 
 def plot(results: dict[str, dict[str, float]], budgets: list[int], path: Path) -> None:
@@ -97,6 +106,7 @@ def plot(results: dict[str, dict[str, float]], budgets: list[int], path: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     presets = list(dict.fromkeys(k.split("|")[0] for k in results))
     fig, axes = plt.subplots(1, len(presets), figsize=(5 * len(presets), 4), squeeze=False)
@@ -108,6 +118,8 @@ def plot(results: dict[str, dict[str, float]], budgets: list[int], path: Path) -
         for spacing, style in (("logsnr", "--"), ("data", "-")):
             ax.loglog(budgets, [best(errors, b, spacing)[1] for b in budgets], style,
                       marker="o", ms=3, color=c, label=f"{sde_key} {spacing}")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set(title=preset, xlabel="NFE", ylabel="endpoint error (best solver)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, ncol=2)
@@ -123,12 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[5, 10, 20, 50, 100])
     parser.add_argument("--starts", type=int, default=64)
     parser.add_argument("--out", default="runs/default_grid")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the report and plot from --out/default_grid.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for preset in args.presets:
+    results = json.loads((out / "default_grid.json").read_text()) if args.report_only else {}
+    for preset in args.presets if not args.report_only else ():
         for sde_key in args.sdes:
             results[f"{preset}|{sde_key}"] = run(preset, sde_key, args.budgets, args.starts)
             print(f"{preset} {sde_key} done", flush=True)
