@@ -80,10 +80,12 @@ def guided_problem(name: str = "ring8", sde: str | SDE = "vp", scale: float = 1.
                    rtol: float = 1e-10) -> Problem:
     """Classifier-free guidance at ``scale`` on the exact class-conditional oracle.
 
-    Sample ``k`` asks for class ``k mod C`` (each component of the preset is a class). The
+    Sample ``k`` asks for class ``k mod C`` (component ``j`` is class ``j`` unless the preset
+    says otherwise, e.g. ``ring8:classes=2``). The
     reference is a high-accuracy solve of the guided probability-flow ODE from the same
-    ``x_T`` (dopri5 at ``rtol = atol = rtol`` in float64), so ``endpoint`` (RMS distance per
-    sample to its own reference endpoint) isolates each method's solver error; ``class_acc``
+    ``x_T`` (dopri5 at ``rtol = atol = rtol`` in float64), so ``endpoint`` (the mean over
+    samples of the L2 distance to their own reference endpoints) isolates each method's
+    solver error; ``class_acc``
     is the exact Bayes classifier's accuracy on the requested class and ``swd`` the sliced
     Wasserstein distance to the reference endpoints. Every method, peers included, sees the
     same guided model (:class:`scoregen.sampling.guidance.Guided`).
