@@ -44,7 +44,7 @@ constant factor per step above it. Uniform in ``lambda`` (``logsnr``) spends a t
 VP grid on ``sigma~ > 8`` where nothing is resolved. Measured against ``logsnr`` on the exact
 mixtures (ring8 in 2-D, mix16, mix64; VP, DDPM, cosine VP, VE and VE over the EDM range;
 5-100 NFE; the best of six solvers per cell): never worse in 75 cells, 2.5x lower endpoint
-error in the geometric mean, 5x at 5 NFE on ring8 (docs/fast-samplers.md).
+error in the geometric mean, 2-6x at 5 NFE on ring8 (docs/fast-samplers.md).
 """
 
 from __future__ import annotations

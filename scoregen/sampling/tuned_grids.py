@@ -160,11 +160,9 @@ class TunedGrids:
                  guidance: dict[str, Any] | None = None) -> list[TunedGrid]:
         """Entries for ``sampler`` with exactly ``options`` under ``sde`` and ``guidance``
         (:func:`guidance_key`), by NFE."""
-        opts, cfg = _canonical(options), sde.config()
         want = _canonical(guidance) if guidance else None
-        found = [g for g in self.grids
-                 if g.sampler == sampler and _canonical(g.options) == opts and g.sde == cfg
-                 and (_canonical(g.guidance) if g.guidance else None) == want]
+        found = [g for g in self.matching_any_guidance(sampler, sde, options)
+                 if (_canonical(g.guidance) if g.guidance else None) == want]
         return sorted(found, key=lambda g: g.nfe)
 
     def select(self, sampler: str, sde: SDE, options: dict[str, Any] | None = None, *,
