@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sdes", nargs="+", default=["vp", "ve", "ve-edm"],
                         help="registered SDE names, or ve-edm (VE on sigma 0.002..80)")
     parser.add_argument("--budgets", nargs="+", type=int, default=[5, 10, 20, 50])
-    parser.add_argument("--spacings", nargs="+", default=["edm", "logsnr", "uniform"])
+    parser.add_argument("--spacings", nargs="+", default=["edm", "logsnr", "uniform", "data"])
     parser.add_argument("--tolerances", nargs="+", type=float, default=[0.2, 0.1, 0.05],
                         help="rtol = atol of adaptive_sde (none: --tolerances with no value)")
     parser.add_argument("-n", type=int, default=1000, help="samples per run")

@@ -64,7 +64,7 @@ def test_gits_beats_the_default_grid_for_ddim(setup):
     x_T, ref = teacher.x_start[rows], teacher.x_end[rows]
     err = {name: endpoint_error(scoregen.sample(model, sde, x_T.clone(), "ddim", ts=ts).x,
                                 ref).mean() for name, ts in
-           (("gits", gits), ("default", time_grid(sde, 6)))}
+           (("gits", gits), ("default", time_grid(sde, 6, "logsnr")))}
     assert err["gits"] < 0.8 * err["default"], err
 
 
@@ -140,3 +140,71 @@ def test_cli_tune_grid_on_a_trained_run(tmp_path: Path):
     import numpy as np
 
     assert int(np.load(png.with_suffix(".npz"))["nfe"]) == 3
+    # an NFE budget without --sampler takes the recommended sampler (the run says ddim)
+    assert main(["sample", str(run), "--nfe", "4", "-n", "8", "--out", str(png),
+                 "--no-progress", "--device", "cpu"]) == 0
+    saved = np.load(png.with_suffix(".npz"))
+    assert str(saved["sampler"]) == "unipc" and int(saved["nfe"]) == 4
+    # Python reads the run folder as the CLI does: the grids of its newest checkpoint
+    from scoregen.training.checkpoint import find_checkpoint, load_model
+
+    assert TunedGrids.file(run) == find_checkpoint(run) / "tuned_grids.json"
+    model = load_model(run)
+    tuned = scoregen.sample(model, model.sde, (4, 2), "ipndm", nfe=3, spacing="tuned", grids=run)
+    assert tuned.info["grid"] == "tuned" and tuned.nfe == 3
+    stored = TunedGrids.load(run).matching("ipndm", model.sde)[0]
+    assert tuned.ts.tolist() == stored.ts
+    # spacing="auto" takes the fitted grid where one fits the sampler and the budget
+    assert scoregen.sample(model, model.sde, (4, 2), "ipndm", nfe=3, grids=run).info["grid"] \
+        == "tuned"
+    assert scoregen.sample(model, model.sde, (4, 2), "ipndm", nfe=4, grids=run).info["grid"] \
+        == "data"
+
+
+def test_guided_grids_are_fitted_to_the_guided_model_and_kept_apart(tmp_path: Path, capsys):
+    """``tune-grid --class --guidance`` fits to the guided ODE: its teacher is the guided
+    solve, the grid is stored under the scale and is taken only for that scale."""
+    grids = tmp_path / "grids"
+    assert main(["tune-grid", "ring8:classes=2", "--class", "all", "--guidance", "4",
+                 "--sampler", "unipc", "--opt", "order=1", "--nfe", "5", "-n", "48",
+                 "--held-out", "16", "--teacher-steps", "100", "--max-evals", "30", "--out",
+                 str(grids), "--no-progress"]) == 0
+    assert "guidance 4" in capsys.readouterr().out
+    store = TunedGrids.load(grids)
+    (grid,) = store.grids
+    assert grid.guidance == {"scale": 4.0} and grid.info["fit"]["tuned"] <= grid.info["fit"][
+        "default"]
+    mixture = analytic.from_spec("ring8:classes=2")
+    sde = sde_lib.get("vp")
+    teacher = teacher_trajectories(mixture.model(sde), sde, mixture.shape, 48, teacher_steps=100,
+                                   cond=torch.arange(48) % 2, guidance=4.0)
+    guided = scoregen.sample(mixture.model(sde), sde, teacher.x_start.clone(), "ode_dopri5",
+                             ts=torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64),
+                             rtol=1e-9, atol=1e-9, cond=torch.arange(48) % 2, guidance=4.0)
+    plain = scoregen.sample(mixture.model(sde), sde, teacher.x_start.clone(), "ode_dopri5",
+                            ts=torch.tensor([sde.T, sde.t_min, 0.0], dtype=torch.float64),
+                            rtol=1e-9, atol=1e-9, cond=torch.arange(48) % 2)
+    # the teacher solves the guided flow (to 100 steps' accuracy), not the conditional one
+    assert endpoint_error(guided.x, teacher.x_end).max() < 5e-3
+    assert endpoint_error(plain.x, teacher.x_end).mean() > 0.05
+    y = torch.arange(8) % 2
+    res = scoregen.sample(mixture.model(sde), sde, (8, 2), nfe=5, cond=y, guidance=4, grids=grids)
+    assert res.info["grid"] == "tuned" and res.ts.tolist() == grid.ts  # auto: unipc(order=1)
+    other = scoregen.sample(mixture.model(sde), sde, (8, 2), nfe=5, cond=y, guidance=2,
+                            grids=grids)
+    assert other.info["grid"] == "data"  # no grid fitted for w = 2: the formula grid
+    with pytest.raises(ValueError, match=r"grids exist for guidance scale 4\.0"):
+        scoregen.sample(mixture.model(sde), sde, (8, 2), "unipc", nfe=5, cond=y, guidance=2,
+                        grids=grids, spacing="tuned", order=1)
+    with pytest.raises(ValueError, match="no tuned grid"):  # an unguided run: not this grid
+        scoregen.sample(mixture.model(sde), sde, (8, 2), "unipc", nfe=5, grids=grids,
+                        spacing="tuned", order=1)
+    out = tmp_path / "cmp"
+    assert main(["compare", "--preset", "ring8:classes=2", "--guidance", "4", "--spacing",
+                 "tuned", "--grids", str(grids), "--samplers", "unipc", "--opt",
+                 "unipc.order=1", "--budgets", "5", "-n", "32", "--out", str(out),
+                 "--no-progress"]) == 0
+    records = json.loads((out / "guidance_4" / "results.json").read_text())["records"]
+    assert [(r["method"], r["nfe"]) for r in records] == [("unipc", 5)]
+    with pytest.raises(ValueError, match="needs class labels"):
+        teacher_trajectories(mixture.model(sde), sde, mixture.shape, 8, guidance=2.0)

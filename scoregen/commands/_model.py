@@ -55,8 +55,9 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 def load_source(path: str | None, spec: str | None, *, ema: bool = True,
                 device: torch.device | str = "cpu", sde: str | None = None) -> ModelSource:
     """The model of a run folder ``path`` or of ``--model spec`` (exactly one), re-targeted to
-    the SDE named ``sde`` when given."""
-    from scoregen import sde as sde_lib
+    the SDE ``sde`` (``NAME[:KEY=VALUE,...]``, :func:`scoregen.sde.spec.from_spec`) when
+    given."""
+    from scoregen.sde.spec import from_spec
 
     if (path is None) == (spec is None):
         raise ValueError("give a run or checkpoint folder, or --model module:function "
@@ -96,6 +97,6 @@ def load_source(path: str | None, spec: str | None, *, ema: bool = True,
     if sde is not None:
         from scoregen.models.prediction import retarget
 
-        target = sde_lib.get(sde)
+        target = from_spec(sde)
         src.model, src.sde = retarget(src.model, target), target
     return src

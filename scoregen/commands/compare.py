@@ -61,8 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from scoregen.evaluation.compare import DEFAULT_BUDGETS, DEFAULT_TOLERANCES
 
     src = parser.add_argument_group("problem")
-    src.add_argument("--preset", default="ring8", help="oracle mixture: ring8, mix16, mix64")
-    src.add_argument("--sde", help="SDE (oracle default: vp; for a checkpoint: re-target to it)")
+    src.add_argument("--preset", default="ring8", metavar="NAME[:KEY=VALUE,...]",
+                     help="oracle mixture: ring8, mix16, mix64, with parameters e.g. "
+                          "ring8:classes=2 (component k in class k mod 2)")
+    src.add_argument("--sde", metavar="NAME[:KEY=VALUE,...]", help="SDE with its parameters, "
+                     "e.g. vp or ve:sigma_min=0.002,sigma_max=80 (oracle default: vp; for a "
+                     "checkpoint: re-target to it)")
     src.add_argument("--checkpoint", help="run or checkpoint folder instead of the oracle")
     src.add_argument("--model", metavar="MODULE:FUNCTION", help="a Python callable that "
                      "returns a scoregen model (package.module:function or file.py:function)")
@@ -279,8 +283,9 @@ def _students(args: argparse.Namespace, problem: Any, main: bool) -> list[Any]:
 def _methods(args: argparse.Namespace, sde: Any) -> list[Any]:
     from scoregen.evaluation import compare
 
+    grids = _tuned_grids(args) if args.spacing == "tuned" else None
     methods = compare.scoregen_methods(_sampler_names(args, sde), args.spacing,
-                                       _options(args.opt))
+                                       _options(args.opt), grids)
     if args.peers:
         from scoregen.evaluation import peers
         names = None if args.peers == "all" else _names(args.peers)

@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     smp.add_argument("--spacing", default="auto", help="time grid (default %(default)s)")
     smp.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                      help="sampler option, e.g. eta=1.0 (repeatable)")
-    parser.add_argument("--sde", help="evaluate under another SDE (re-targeted by log-SNR)")
+    parser.add_argument("--sde", metavar="NAME[:KEY=VALUE,...]", help="evaluate under another "
+                        "SDE (re-targeted by log-SNR), e.g. ve:sigma_min=0.002,sigma_max=80")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
     parser.add_argument("--seed", type=seed_int, default=0,
                         help="example / sample k uses seed + k")

@@ -65,7 +65,9 @@ FAR = 100.0  # |x| beyond this is far outside the data range [-1, 1] of scoregen
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", help="run folder or checkpoint folder")
     add_model_argument(parser)
-    parser.add_argument("--sampler", help="a name from `scoregen list samplers`")
+    parser.add_argument("--sampler", help="a name from `scoregen list samplers`, or auto (the "
+                        "sampler measured best for the budget and guidance; the default with "
+                        "--nfe)")
     parser.add_argument("--steps", type=positive_int,
                         help="sampler steps (not for adaptive samplers: they pick their own)")
     parser.add_argument("--nfe", type=positive_int, help="NFE budget instead of --steps: the "
@@ -74,14 +76,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output PNG or .npz (both are written, with one stem; "
                         "another image suffix such as .pdf or .svg for the plot)")
     parser.add_argument("--seed", type=seed_int, help="sample k uses seed + k")
-    parser.add_argument("--spacing", help="time grid: auto (the SDE's tuned default), uniform, "
-                                          "quadratic, logsnr, edm, or tuned (the grid fitted by "
-                                          "`scoregen tune-grid`, kept in the checkpoint folder)")
+    parser.add_argument("--spacing", help="time grid: auto (the run's grid fitted by `scoregen "
+                        "tune-grid` for this sampler, guidance and budget if there is one, else "
+                        "the SDE's default), uniform, quadratic, logsnr, edm, data, or tuned "
+                        "(the fitted grid, an error if there is none)")
     parser.add_argument("--grids", help="tuned grids for --spacing tuned (default: the "
                                         "checkpoint folder)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="sampler option, e.g. eta=1.0 (repeatable)")
-    parser.add_argument("--sde", help="sample under another SDE (re-targeted by log-SNR)")
+    parser.add_argument("--sde", metavar="NAME[:KEY=VALUE,...]", help="sample under another "
+                        "SDE (re-targeted by log-SNR), e.g. ve:sigma_min=0.002,sigma_max=80")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights")
     parser.add_argument("--no-clip", action="store_true",
                         help="keep raw image values in the .npz (the PNG is always clipped)")
@@ -244,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     from scoregen.samplers import SAMPLERS
     from scoregen.sampling.api import NonFiniteSamplesError, sample
     from scoregen.sampling.nfe_budget import check_plannable
+    from scoregen.sampling.recommend import AUTO, resolve
     from scoregen.training.config import SampleConfig
 
     targets = output_paths(Path(args.out)) if args.out else None  # checked before the work
@@ -260,28 +265,33 @@ def run(args: argparse.Namespace) -> int:
     plan = _student_plan(src, args) if hasattr(src.model, "sampling_plan") else None
     if plan is not None:  # a student: its own model, sampler and grid for the NFE asked
         src.model, args.sampler, args.nfe, args.steps = plan.model, plan.sampler, None, None
-    sampler = args.sampler or defaults.sampler
+    if args.nfe is not None and args.steps is not None:
+        raise ValueError("give --steps or --nfe, not both")
+    steps = defaults.steps if args.steps is None else args.steps
+    # an NFE budget without --sampler asks for the sampler measured best at that budget
+    sampler = args.sampler or (AUTO if args.nfe is not None else defaults.sampler)
     if args.measure and args.sampler is None:
         from scoregen.sampling.inverse import METHODS
 
         fits = METHODS.get(args.method).samplers  # smc: a stochastic Gaussian kernel
         sampler = fits[0] if fits else sampler
+    opts = dict(defaults.options) if sampler == defaults.sampler else {}
+    if sampler == AUTO:
+        scale = args.guidance if args.guidance is not None else (
+            1.0 if args.classes is not None else None)
+        sampler, opts = resolve(AUTO, opts, args.nfe, steps, scale, src.sde)
     adaptive = SAMPLERS.meta(sampler).get("nfe_per_step") is None
     if adaptive and args.steps is not None:
         print(f"note: --steps does not apply to the adaptive sampler {sampler}: it chooses its "
               "own steps (set its tolerances with --opt, e.g. --opt rtol=1e-4)", file=sys.stderr)
-    opts = dict(defaults.options) if sampler == defaults.sampler else {}
     opts.update(sampler_options(sampler, args.opt))
     n = defaults.n if args.n is None else args.n
-    if args.nfe is not None and args.steps is not None:
-        raise ValueError("give --steps or --nfe, not both")
     if adaptive and args.nfe is not None:
         check_plannable(sampler)  # a clear error: the solver picks its own steps
-    steps = defaults.steps if args.steps is None else args.steps
     seed = defaults.seed if args.seed is None else args.seed
     spacing = args.spacing or defaults.spacing
     grids = None
-    if spacing == "tuned":
+    if spacing in ("tuned", "auto"):  # auto: the run's tuned grid where one fits, else the SDE's
         from scoregen.training.checkpoint import find_checkpoint
 
         grids = args.grids or (find_checkpoint(args.path) if args.path else None)
@@ -319,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
                              "measurements")
         if args.inpaint or ctx.world > 1:
             raise ValueError("--measure runs in one process and without --inpaint")
-        if "threshold" in cond_opts or "guidance_interval" in cond_opts or grids is not None:
+        if "threshold" in cond_opts or "guidance_interval" in cond_opts or spacing == "tuned":
             raise ValueError("--measure takes --class and --guidance; not --threshold, "
                              "--guidance-interval or --spacing tuned")
         res, observed, truth = solve_measurement(args, src.model, src.sde, event, n, sampler,
@@ -340,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
         if "threshold" in cond_opts or "guidance_interval" in cond_opts or classifier:
             raise ValueError("--inpaint takes --class and --guidance; not --threshold, "
                              "--guidance-interval or --classifier")
-        if args.nfe is not None or grids is not None:
+        if args.nfe is not None or spacing == "tuned":
             raise ValueError("--inpaint takes --steps; not --nfe or --spacing tuned")
         if ctx.world > 1:
             raise ValueError("--inpaint runs in one process; run it without torchrun")

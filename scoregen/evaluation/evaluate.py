@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     import argparse
 
-    import scoregen.sde as sdes
-    from scoregen.models.analytic import preset
+    from scoregen.models.analytic import from_spec
+    from scoregen.sde.spec import from_spec as sde_from_spec
 
     parser = argparse.ArgumentParser(description="ODE likelihood and bound vs closed form")
     parser.add_argument("--preset", nargs="+", default=["ring8", "mix16"])
@@ -410,10 +410,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| preset | sde | NLL exact | estimator | NLL | minus exact | NFE/batch | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.preset:
-        mix = preset(name)
+        mix = from_spec(name)
         x = mix.sample(args.n, torch.Generator().manual_seed(0))
         for sde_name in args.sde:
-            sde = sdes.get(sde_name)
+            sde = sde_from_spec(sde_name)
             for est in ESTIMATORS:
                 start = time.perf_counter()
                 rows = likelihood_rows(mix.model(sde), sde, x, batch_size=args.batch_size,

@@ -46,6 +46,7 @@ mu_K, S_KK)``.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,7 @@ from torch import Tensor
 
 from scoregen.infra.registry import Registry
 from scoregen.infra.shape import bcast
+from scoregen.infra.spec import check_params, parse_spec
 from scoregen.models.prediction import Prediction, check_prediction, output_from_pair
 from scoregen.sde.base import SCALAR_KERNEL, SDE
 
@@ -128,6 +130,17 @@ class GaussianMixture:
         keep = self.labels == int(y)
         return GaussianMixture(self.means[keep], self.covariances()[keep], self.weights[keep],
                                self.shape)
+
+    def with_classes(self, classes: int) -> GaussianMixture:
+        """The same mixture with component ``k`` in class ``k mod classes`` (e.g. ``ring8`` with
+        2 classes: every other Gaussian of the ring, so the classes interleave)."""
+        if not (isinstance(classes, int) and not isinstance(classes, bool)
+                and 1 <= classes <= self.n_components):
+            raise ValueError(f"classes must be an integer in [1, {self.n_components}] (one class "
+                             f"per component at most), got {classes!r}")
+        out = copy.copy(self)
+        out.labels = torch.arange(self.n_components) % classes
+        return out
 
     def class_weights(self) -> Tensor:
         """``p(y)``: ``(C,)``."""
@@ -554,6 +567,26 @@ def mix8x8() -> GaussianMixture:
     return random_mixture(64, 8, seed=0, shape=(1, 8, 8))
 
 
-def preset(name: str, **kwargs: object) -> GaussianMixture:
-    """A named preset mixture (``PRESETS.list()`` gives the names)."""
-    return PRESETS.get(name)(**kwargs)
+def preset(name: str, classes: int | None = None, **kwargs: object) -> GaussianMixture:
+    """A named preset mixture (``PRESETS.list()`` gives the names); ``classes``: component
+    ``k`` is class ``k mod classes`` (default: each component its own class), see
+    :meth:`GaussianMixture.with_classes`. On the command line: ``ring8:classes=2``."""
+    mixture = PRESETS.get(name)(**kwargs)
+    return mixture if classes is None else mixture.with_classes(classes)
+
+
+def from_spec(spec: str | GaussianMixture) -> GaussianMixture:
+    """A preset from ``NAME[:KEY=VALUE,...]`` (:mod:`scoregen.infra.spec`), e.g.
+    ``ring8:classes=2`` or ``ring8:std=0.05``; a mixture is returned as is. ``classes`` is
+    every preset's parameter (:func:`preset`); the others are the preset's own."""
+    if isinstance(spec, GaussianMixture):
+        return spec
+    example = "ring8:classes=2"
+    name, params = parse_spec(spec, "mixture preset", example)
+    factory = PRESETS.get(name)
+    check_params(factory, params, f"mixture preset {name!r}", example, extra=("classes",))
+    classes = params.pop("classes", None)
+    try:
+        return preset(name, classes, **params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"mixture preset {spec!r}: {err}") from None

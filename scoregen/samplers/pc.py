@@ -167,7 +167,9 @@ def predictor_corrector(
                 f"predictor='reverse_diffusion' adds noise at the current level: on this grid "
                 f"a step shrinks sigma/alpha by {1 / float(ratios.min()):.3g}x (more than "
                 f"{1 / MIN_RATIO_REVERSE_DIFFUSION:g}x), which the corrector cannot undo; use "
-                "more steps, the default predictor='euler_maruyama', or dpm_solver++_sde")
+                "the default predictor='euler_maruyama' or dpm_solver++_sde, or more steps on "
+                "a grid without long steps (spacing='logsnr'; the default 'data' grid takes "
+                "long ones where the data is hidden)")
     else:
         coefs = list(zip(*snr_coefficients(sde, ts), strict=True))
     for i in range(len(ts) - 1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,11 @@ from scoregen.samplers import SAMPLERS, check_applies, check_model_kind
 from scoregen.samplers._terminal import starts_at_zero_snr, terminal_step
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import TUNED, check_grid, time_grid
-from scoregen.sampling.guidance import Classifier, Guidance, Guided, guide
+from scoregen.sampling.guidance import Classifier, Guidance, Guided, guidance_scale, guide
 from scoregen.sampling.nfe_budget import check_plannable, steps_for_budget
 from scoregen.sampling.noise import NoiseSource, seeds_for
-from scoregen.sampling.tuned_grids import TunedGrids, as_grids
+from scoregen.sampling.recommend import AUTO, resolve
+from scoregen.sampling.tuned_grids import TunedGrids, as_grids, guidance_key
 from scoregen.sde.base import SDE
 
 
@@ -68,7 +70,7 @@ def sample(
     model: Model,
     sde: SDE,
     shape_or_xT: tuple[int, ...] | torch.Size | Tensor,
-    sampler: str | None = None,
+    sampler: str = AUTO,
     steps: int | None = 50,
     *,
     ts: Tensor | None = None,
@@ -102,8 +104,12 @@ def sample(
             nfe=)`` gives the model, sampler and grid.
         sde: the process to reverse.
         shape_or_xT: ``(B, *D)`` to draw ``x_T`` from the prior, or ``x_T`` itself.
-        sampler: a name from ``scoregen.samplers.list()`` (default ``ddim``; a student's own
-            for a student).
+        sampler: a name from ``scoregen.samplers.list()``, or ``"auto"`` (the default): the
+            sampler and options measured best for the budget (``nfe``, else ``steps``) and
+            the guidance scale (:func:`scoregen.sampling.recommend.recommend`; on a process
+            where that sampler does not run, the process's ``default_sampler``); options
+            given here override the recommended ones. ``res.sampler`` and
+            ``res.info["options"]`` say what ran. A student samples with its own.
         steps: grid size for :func:`~scoregen.sampling.grid.time_grid` (ignored if ``ts``
             or ``nfe`` is given).
         ts: an explicit descending grid instead of ``steps``/``spacing``/``denoise``.
@@ -111,10 +117,14 @@ def sample(
             largest ``<= nfe`` (:func:`scoregen.sampling.nfe_budget.plan_steps`); self-stepping
             samplers refuse it (set their tolerance instead).
         spacing: a :func:`~scoregen.sampling.grid.time_grid` spacing, or ``"tuned"``: the
-            grid fitted for this sampler, its options, ``sde`` and the budget (``nfe`` or
-            ``steps``) in ``grids``.
-        grids: the tuned grids of the model (:class:`~scoregen.sampling.tuned_grids.TunedGrids`, or
-            the folder / ``.json`` file written by ``scoregen tune-grid``).
+            grid fitted for this sampler, its options, ``sde``, the guidance and the budget
+            (``nfe`` or ``steps``) in ``grids``. ``"auto"`` (default) takes that tuned grid
+            when ``grids`` holds one, else the SDE's default spacing; ``res.info["grid"]``
+            says which.
+        grids: the tuned grids of the model (:class:`~scoregen.sampling.tuned_grids.TunedGrids`,
+            the ``.json`` file or its folder, or the run folder given to ``scoregen tune-grid``:
+            the grids of its newest checkpoint). Under guidance the grid fitted for the same
+            scale is taken (``scoregen tune-grid --guidance``).
         seed, seeds, generator: sample ``k`` uses seed ``seeds[k]``; by default
             ``seed + k``, where ``seed`` is drawn from ``generator`` when one is given. The
             same seed gives the same noise whatever the batch size, and the same sample up
@@ -138,13 +148,16 @@ def sample(
     refuses ``x_T`` of another event shape with a ``ValueError``.
     """
     if hasattr(model, "sampling_plan"):  # a student: its own model, sampler and grid
-        if sampler is not None or ts is not None:
+        if sampler != AUTO or ts is not None:
             raise ValueError("a distilled student samples with its own sampler and grid: give "
                              "nfe= (a budget) or steps= (exact), not sampler= or ts=")
         plan = model.sampling_plan(steps=steps if nfe is None else None, nfe=nfe)
         model, sampler, ts, nfe, opts = plan.model, plan.sampler, plan.ts, None, {
             **plan.options, **opts}
-    sampler = "ddim" if sampler is None else sampler
+    scale = guidance_scale(model, cond, guidance)
+    requested = sampler
+    sampler, opts = resolve(sampler, opts, nfe, steps if ts is None else len(ts) - 1, scale,
+                            sde)
     fn = SAMPLERS.get(sampler)
     check_applies(sampler, sde)
     check_options(sampler, fn, opts)
@@ -177,9 +190,13 @@ def sample(
     else:
         noise.count = 1  # draw 0 is reserved for x_T, whether drawn or given
 
+    grid_used = "given"
     if ts is None:
-        ts = _plan_grid(sampler, sde, tuple(x.shape[1:]), steps, nfe, spacing, denoise,
-                        grids, opts)
+        guided = guidance_key(cond, guidance, guidance_interval, threshold)
+        if guided is None and isinstance(model, Guided):  # a model guided already
+            guided = guidance_key(model.labels, model.guidance)
+        ts, grid_used = _plan_grid(sampler, sde, tuple(x.shape[1:]), steps, nfe, spacing,
+                                   denoise, grids, opts, guided)
     elif nfe is not None:
         raise ValueError("give either an NFE budget nfe or an explicit time grid ts, not both")
     ts = check_grid(ts, sde).to(device)
@@ -217,6 +234,9 @@ def sample(
             "the model's weights may be diverged (check its checkpoint), or try more steps or "
             "another sampler")
     info = dict(info)
+    info["grid"] = grid_used
+    if requested == AUTO:
+        info["options"] = dict(opts)
     if isinstance(model, Guided):
         info["network_rows_per_sample"] = model.rows
     return SampleResult(x_out, denoiser.nfe, ts.cpu(), seconds, sampler, info)
@@ -276,13 +296,16 @@ def check_options(name: str, fn: Any, opts: dict[str, Any]) -> None:
 
 
 def grid_for(sampler: str, sde: SDE, steps: int, spacing: str = "auto", denoise: bool = True,
-             grids: TunedGrids | str | None = None, opts: dict[str, Any] | None = None
-             ) -> Tensor:
+             grids: TunedGrids | str | None = None, opts: dict[str, Any] | None = None,
+             dim: int | None = None, guided: dict[str, Any] | None = None) -> Tensor:
     """The grid of ``steps`` intervals :func:`sample` uses: the model's tuned grid for
-    ``spacing="tuned"`` (from ``grids``), else :func:`~scoregen.sampling.grid.time_grid`."""
+    ``spacing="tuned"`` (from ``grids``, fitted for the guidance ``guided``), else
+    :func:`~scoregen.sampling.grid.time_grid` (``dim``: the dimension of a sample, which the
+    ``data`` spacing needs)."""
     if spacing == TUNED:
-        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, steps=steps)
-    return time_grid(sde, steps, spacing, denoise=denoise)
+        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, steps=steps,
+                                                    guidance=guided)
+    return time_grid(sde, steps, spacing, denoise=denoise, dim=dim)
 
 
 def _tuned_store(grids: TunedGrids | str | None) -> TunedGrids | str:
@@ -294,22 +317,43 @@ def _tuned_store(grids: TunedGrids | str | None) -> TunedGrids | str:
 
 def _plan_grid(sampler: str, sde: SDE, state_shape: tuple[int, ...], steps: int | None,
                nfe: int | None, spacing: str, denoise: bool, grids: TunedGrids | str | None,
-               opts: dict[str, Any]) -> Tensor:
-    """The grid for ``steps``, or for the NFE budget ``nfe`` (:mod:`scoregen.sampling.nfe_budget`;
-    a tuned store selects by the NFE it recorded)."""
-    if nfe is None:
-        if steps is None:
-            raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
-        return grid_for(sampler, sde, steps, spacing, denoise, grids, opts)
+               opts: dict[str, Any], guided: dict[str, Any] | None = None
+               ) -> tuple[Tensor, str]:
+    """``(grid, what it is)`` for ``steps``, or for the NFE budget ``nfe``
+    (:mod:`scoregen.sampling.nfe_budget`; a tuned store selects by the NFE it recorded). A
+    tuned grid is the one fitted for the guidance ``guided`` (:func:`guidance_key`), taken for
+    ``spacing="auto"`` too when ``grids`` holds one for this sampler and budget."""
+    if nfe is None and steps is None:
+        raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
     if spacing == TUNED:
+        if nfe is None:
+            return grid_for(sampler, sde, steps, spacing, denoise, grids, opts,
+                            guided=guided), TUNED
         check_plannable(sampler)
-        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, nfe=nfe)
+        return as_grids(_tuned_store(grids)).select(sampler, sde, opts, nfe=nfe,
+                                                    guidance=guided), TUNED
+    if spacing == "auto" and grids is not None:
+        store = grids if isinstance(grids, TunedGrids) else TunedGrids.load(grids,
+                                                                              missing_ok=True)
+        found = [g for g in store.matching(sampler, sde, opts, guided)
+                 if (g.nfe == nfe if nfe is not None else g.steps == steps)]
+        if found:  # else none fitted for this sampler, guidance and budget: the formula grid
+            return found[-1].tensor(), TUNED
+    dim = math.prod(state_shape)
+    named = sde.default_spacing if spacing == "auto" else spacing
 
     def grid_at(k: int) -> Tensor:
-        return grid_for(sampler, sde, k, spacing, denoise, grids, opts)
+        return grid_for(sampler, sde, k, spacing, denoise, grids, opts, dim=dim)
+
+    if nfe is None:
+        return grid_at(steps), named
+    planned = steps_for_budget(sampler, sde, nfe, grid_at, state_shape, opts)
+    if planned is None:
+        raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE; give a "
+                         "larger nfe")
+    return grid_at(planned), named
 
     planned = steps_for_budget(sampler, sde, nfe, grid_at, state_shape, opts)
     if planned is None:
         raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE; give a "
                          "larger nfe")
-    return grid_at(planned)

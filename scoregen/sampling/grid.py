@@ -24,22 +24,50 @@ Spacings (``u`` runs uniformly from 0 to 1 along the grid):
   grid starts at ``T`` and on the discrete DDPM schedule with ``steps`` dividing ``N`` hits the
   knots; ``t_min`` is ignored. The default of a process with zero terminal SNR, where the
   log-SNR spacings are undefined (``lambda(T) = -inf``).
-- ``auto``:      the SDE's ``default_spacing`` (``logsnr`` for every SDE shipped: the best
-  of edm/logsnr/uniform at 5-50 NFE in ``experiments/fast_samplers_sweep.py``).
+- ``data``:      uniform in ``lambda`` where the data is resolved, steps growing
+  geometrically above the noise level where it is not (below; needs ``dim``).
+- ``auto``:      the SDE's ``default_spacing`` (``data`` for every scalar kernel shipped: never
+  worse than ``logsnr`` and 2.5x better in the geometric mean, on 75 measured cells,
+  ``experiments/default_grid.py``; ``trailing`` with zero terminal SNR; a spacing in ``t`` for
+  processes without log-SNR).
 - ``tuned``:     a grid fitted to one model and sampler by :mod:`scoregen.sampling.grid_tuning` and
   stored with the model (:mod:`scoregen.sampling.tuned_grids`); it is not a formula of the SDE, so
   ``scoregen.sample(..., spacing="tuned", grids=...)`` looks it up instead of this function.
+
+**The ``data`` spacing.** The data-prediction solvers (:mod:`scoregen.samplers._exp`)
+integrate ``x0_hat`` along ``lambda`` and err where it varies. Above the noise level
+``sigma~_0 = sigma_data sqrt(D)`` (``D`` values per sample of scale ``sigma_data``, 0.5 for
+data in ``[-1, 1]``, the constant of Karras et al. 2022), the noise in any one direction
+exceeds the norm of a whole data vector: the posterior mean is nearly linear in ``x``,
+``x0_hat ~ E[x0] + Cov x / sigma~^2``, and along the flow ``(x ~ sigma~ z)`` its change with
+``lambda`` falls like ``e^lambda``. A first-order step's local error ``h^2 |dx0_hat/dlambda|``
+is then equidistributed by the step density ``M(lambda) = exp((lambda - lambda_0) / 2)``
+below ``lambda_0 = -log sigma~_0`` and by a uniform density above it, where every scale of
+the data down to ``t_min`` matters. The grid is uniform in ``m(lambda) = integral of M``:
+
+    m(lambda) = lambda - lambda_0                  (lambda >= lambda_0)
+    m(lambda) = 2 (exp((lambda - lambda_0)/2) - 1) (lambda <  lambda_0),
+
+so the steps are uniform in ``lambda`` once the data emerges from the noise and grow by a
+constant factor per step above it. Uniform in ``lambda`` (``logsnr``) spends a third of a
+VP grid on ``sigma~ > 8`` where nothing is resolved. Measured against ``logsnr`` on the exact
+mixtures (ring8 in 2-D, mix16, mix64; VP, DDPM, cosine VP, VE and VE over the EDM range;
+5-100 NFE; the best of six solvers per cell): never worse in 75 cells, 2.5x lower endpoint
+error in the geometric mean, 2-6x at 5 NFE on ring8 (docs/fast-samplers.md).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from scoregen.sde.base import SDE
 
-SPACINGS = ("auto", "uniform", "quadratic", "log", "logsnr", "edm", "trailing")
+SPACINGS = ("auto", "uniform", "quadratic", "log", "logsnr", "edm", "trailing", "data")
 TUNED = "tuned"  # a model's fitted grid (scoregen.sampling.tuned_grids), not a formula of the SDE
+SIGMA_DATA = 0.5  # per-coordinate scale of the data for the ``data`` spacing (module docstring)
 
 
 def time_grid(
@@ -51,8 +79,13 @@ def time_grid(
     rho: float = 7.0,
     t_min: float | None = None,
     T: float | None = None,
+    dim: int | None = None,
+    sigma_data: float = SIGMA_DATA,
 ) -> Tensor:
-    """``steps + 1`` descending times from ``T`` (see module docstring). Float64, CPU."""
+    """``steps + 1`` descending times from ``T`` (see module docstring). Float64, CPU.
+
+    ``dim``: values per sample, which the ``data`` spacing needs (``scoregen.sample`` passes
+    it); ``sigma_data``: their scale for that spacing."""
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if spacing == TUNED:
@@ -67,7 +100,7 @@ def time_grid(
     t_lo = sde.t_min if t_min is None else float(t_min)
     if not 0 < t_lo < t_hi <= sde.T:
         raise ValueError(f"need 0 < t_min < T <= {sde.T}, got t_min={t_lo}, T={t_hi}")
-    if spacing in ("logsnr", "edm") and not has_log_snr(sde):
+    if spacing in ("logsnr", "edm", "data") and not has_log_snr(sde):
         raise ValueError(f"spacing {spacing!r} is a formula in log-SNR, which {sde.name!r} does "
                          f"not define (no scalar kernel); use 'uniform' or 'quadratic' ('auto' "
                          f"is {sde.default_spacing!r} for {sde.name!r})")
@@ -75,7 +108,7 @@ def time_grid(
     u = torch.linspace(0, 1, n, dtype=torch.float64)
     hi = torch.tensor(t_hi, dtype=torch.float64)
     lo = torch.tensor(t_lo, dtype=torch.float64)
-    if spacing in ("logsnr", "edm") and not torch.isfinite(sde.log_snr(hi)):
+    if spacing in ("logsnr", "edm", "data") and not torch.isfinite(sde.log_snr(hi)):
         raise ValueError(f"spacing {spacing!r} is uniform in a function of the log-SNR, which "
                          f"is -inf at T on {sde!r} (zero terminal SNR); use spacing "
                          "'trailing' (its default), 'uniform' or 'quadratic'")
@@ -93,6 +126,14 @@ def time_grid(
     elif spacing == "logsnr":
         lam = sde.log_snr(hi) + u * (sde.log_snr(lo) - sde.log_snr(hi))
         ts = _times_at(sde, lam, hi, lo)
+    elif spacing == "data":
+        if dim is None or not dim >= 1:
+            raise ValueError("the 'data' spacing needs dim=, the number of values per sample "
+                             "(scoregen.sample passes it); or give another spacing")
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
+        ts = _times_at(sde, data_log_snrs(float(sde.log_snr(hi)), float(sde.log_snr(lo)), u,
+                                          -math.log(sigma_data * math.sqrt(dim))), hi, lo)
     else:  # edm
         s_hi, s_lo = torch.exp(-sde.log_snr(hi)), torch.exp(-sde.log_snr(lo))
         s = (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho
@@ -109,6 +150,19 @@ def has_log_snr(sde: SDE) -> bool:
     except NotImplementedError:
         return False
     return True
+
+
+def data_log_snrs(lam_T: float, lam_min: float, u: Tensor, lam_0: float) -> Tensor:
+    """Log-SNRs of the ``data`` spacing at positions ``u`` in ``[0, 1]``, from ``lam_T`` (the
+    noisiest) to ``lam_min``: uniform in ``m(lambda)`` (module docstring); ``lam_0`` is the
+    log-SNR where the data emerges from the noise."""
+
+    def m(lam: float) -> float:
+        return lam - lam_0 if lam >= lam_0 else 2.0 * math.expm1((lam - lam_0) / 2)
+
+    mu = m(lam_T) + u * (m(lam_min) - m(lam_T))
+    below = lam_0 + 2.0 * torch.log1p(mu.clamp(max=0) / 2)
+    return torch.where(mu >= 0, lam_0 + mu, below)
 
 
 def _times_at(sde: SDE, lam: Tensor, hi: Tensor, lo: Tensor) -> Tensor:

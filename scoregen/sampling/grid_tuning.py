@@ -33,6 +33,15 @@ SDE, from teacher trajectories of that model, in two stages:
    minima: mix64, ``unipc`` at 5 NFE, 0.050 from the default grid against 0.02-0.03 from
    another).
 
+**Guided models.** Given class labels ``cond`` (one per trajectory) and a guidance scale,
+everything above runs on the guided model (:mod:`scoregen.sampling.guidance`): the teacher
+solves the guided probability-flow ODE, and the grid is fitted to the guided sampler's error
+on it. The guided field is stiffer as ``w`` grows (the classes pull apart where the noise
+level is comparable to their distance), so its best grid differs from the unguided one; the
+grid is stored under the guidance it was fitted for
+(:func:`scoregen.sampling.tuned_grids.guidance_key`) and ``scoregen.sample`` picks it only
+for the same guidance.
+
 The ``held_out`` trajectories are never used for fitting: the returned
 :class:`~scoregen.sampling.tuned_grids.TunedGrid` records the objective of the default, GITS and
 tuned grids on both sets. Its NFE is counted on the tuned grid. Why not GITS alone: its
@@ -57,9 +66,10 @@ from scoregen.samplers import SAMPLERS
 from scoregen.sampling.api import sample
 from scoregen.sampling.denoiser import Denoiser
 from scoregen.sampling.grid import time_grid
+from scoregen.sampling.guidance import Guidance, guide
 from scoregen.sampling.nfe_budget import check_plannable, count_nfe, plan_steps
 from scoregen.sampling.noise import NoiseSource, seeds_for
-from scoregen.sampling.tuned_grids import TunedGrid
+from scoregen.sampling.tuned_grids import TunedGrid, guidance_key
 from scoregen.sde.base import SDE
 
 TEACHER = ("unipc", {"order": 3})
@@ -70,7 +80,8 @@ FRACTIONS_MIN = 1 / 64
 class Teacher:
     """``n`` teacher trajectories: the starts ``x_start = x_T`` ``(n, *D)``, the fine grid
     ``ts`` (descending, ``ts[-1] = 0``), ``path[i]`` the states at ``ts[i]`` for the positive
-    times and ``x_end`` the endpoints (after the final interval to ``sigma = 0``)."""
+    times and ``x_end`` the endpoints (after the final interval to ``sigma = 0``); for a
+    guided model, the class ``labels`` ``(n,)`` of the trajectories and the ``guidance``."""
 
     x_start: Tensor
     ts: Tensor
@@ -78,6 +89,20 @@ class Teacher:
     x_end: Tensor
     seconds: float
     nfe: int
+    labels: Tensor | None = None
+    guidance: float | Guidance | None = None
+
+    def model(self, model: Model, rows: slice) -> Model:
+        """``model`` as the teacher saw it on the trajectories ``rows`` (guided if it was)."""
+        if self.labels is None:
+            return model
+        return guide(model, self.labels[rows], self.guidance)
+
+    def guidance_options(self, rows: slice) -> dict[str, Any]:
+        """``cond`` and ``guidance`` for :func:`scoregen.sample` on the trajectories ``rows``."""
+        if self.labels is None:
+            return {}
+        return {"cond": self.labels[rows], "guidance": self.guidance}
 
     def split(self, held_out: int) -> tuple[slice, slice]:
         n = self.x_start.shape[0]
@@ -90,21 +115,33 @@ class Teacher:
 def teacher_trajectories(model: Model, sde: SDE, shape: tuple[int, ...], n: int = 320, *,
                          seed: int = 0, teacher_steps: int = 200,
                          dtype: torch.dtype = torch.float64,
-                         device: torch.device | str | None = None) -> Teacher:
+                         device: torch.device | str | None = None,
+                         cond: Tensor | int | None = None,
+                         guidance: float | Guidance | None = None) -> Teacher:
     """``n`` high-accuracy probability-flow ODE solves of ``model`` (module docstring, 1);
     ``shape`` is the event shape. Sample ``k`` starts from the prior draw of seed ``seed + k``
-    (the ``x_T`` that ``scoregen.sample(..., seed=seed)`` draws)."""
+    (the ``x_T`` that ``scoregen.sample(..., seed=seed)`` draws). With class labels ``cond``
+    (``(n,)`` or one for all) and ``guidance``, the trajectories are the guided model's."""
     if n < 2:
         raise ValueError(f"need at least 2 teacher trajectories, got n={n}")
+    labels = None
+    if cond is not None:
+        labels = torch.as_tensor(cond, dtype=torch.int64)
+        labels = labels.expand(n).clone() if labels.ndim == 0 else labels
+    elif guidance is not None:
+        raise ValueError("guidance needs class labels (cond): the classes of the trajectories")
     states: list[Tensor] = []
     x_T = sde.prior_from_normal(
         NoiseSource(seeds_for(n, seed), sde.state_shape(tuple(shape)), dtype, device).draw(0))
     states.append(x_T)
     name, opts = TEACHER
+    guided = {} if labels is None else {"cond": labels, "guidance": guidance}
     res = sample(model, sde, x_T.clone(), name, teacher_steps, spacing="logsnr",
-                 seeds=seeds_for(n, seed), callback=lambda i, t, x: states.append(x), **opts)
+                 seeds=seeds_for(n, seed), callback=lambda i, t, x: states.append(x),
+                 **guided, **opts)
     path = torch.stack(states[:-1])  # the positive times; the last state is the endpoint
-    return Teacher(x_T, res.ts, path, res.x, res.seconds, res.nfe)
+    return Teacher(x_T, res.ts, path, res.x, res.seconds, res.nfe, labels,
+                   None if labels is None else guidance)
 
 
 def endpoint_error(x: Tensor, ref: Tensor) -> Tensor:
@@ -121,7 +158,7 @@ def gits_grid(model: Model, sde: SDE, teacher: Teacher, steps: int, rows: slice,
     ts = teacher.ts[idx]
     xs = teacher.path[idx][:, rows]
     x_end = teacher.x_end[rows]
-    denoiser = Denoiser(model, sde)
+    denoiser = Denoiser(teacher.model(model, rows), sde)
     with torch.no_grad():
         d = torch.stack([denoiser(x, t).x0 for x, t in zip(xs, ts, strict=True)])
     alpha, sigma, lam = sde.alpha(ts), sde.sigma(ts), sde.log_snr(ts)
@@ -157,7 +194,7 @@ class _Objective:
     def __init__(self, model, sde, sampler: str, options: dict[str, Any], teacher: Teacher,
                  rows: slice, seed: int) -> None:
         self.args = (model, sde)
-        self.sampler, self.options = sampler, options
+        self.sampler, self.options = sampler, {**options, **teacher.guidance_options(rows)}
         self.x_T, self.ref = teacher.x_start[rows], teacher.x_end[rows]
         start = rows.start or 0
         self.seeds = seeds_for(teacher.x_start.shape[0], seed)[start:rows.stop]
@@ -225,11 +262,13 @@ def tune_grid(model: Model, sde: SDE, sampler: str, nfe: int, *,
               shape: tuple[int, ...] | None = None, n: int = 320, held_out: int = 64,
               seed: int = 0, dp_points: int = 100, max_evals: int = 400,
               dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
-              progress: bool = False) -> TunedGrid:
+              progress: bool = False, cond: Tensor | int | None = None,
+              guidance: float | Guidance | None = None) -> TunedGrid:
     """Fit the grid of ``sampler`` (with ``options``) for a budget of ``nfe`` counted
     evaluations to ``model`` under ``sde`` (module docstring). Give ``teacher`` (from
-    :func:`teacher_trajectories`, shared between samplers and budgets) or the event
-    ``shape`` and ``n`` to make one."""
+    :func:`teacher_trajectories`, shared between samplers and budgets; it carries the labels
+    and guidance of a guided model) or the event ``shape`` and ``n`` to make one (with
+    ``cond`` and ``guidance`` for a guided model)."""
     options = dict(options or {})
     meta = SAMPLERS.meta(sampler)
     per_step = check_plannable(sampler)
@@ -241,7 +280,10 @@ def tune_grid(model: Model, sde: SDE, sampler: str, nfe: int, *,
         if shape is None:
             raise ValueError("give a teacher or the event shape to make one")
         teacher = teacher_trajectories(model, sde, shape, n, seed=seed, dtype=dtype,
-                                       device=device)
+                                       device=device, cond=cond, guidance=guidance)
+    elif cond is not None or guidance is not None:
+        raise ValueError("give cond and guidance to teacher_trajectories: the teacher carries "
+                         "them (tune_grid(..., teacher=t) fits to the teacher's model)")
     fit, held = teacher.split(held_out)
     x1 = teacher.x_start[:1]
 
@@ -251,7 +293,7 @@ def tune_grid(model: Model, sde: SDE, sampler: str, nfe: int, *,
     steps = plan_steps(count_nfe(run), nfe, per_step)
     if steps is None:
         raise ValueError(f"no step count of {sampler} fits a budget of {nfe} NFE")
-    default = time_grid(sde, steps)
+    default = time_grid(sde, steps, dim=teacher.x_start[0].numel())
     objective = _Objective(model, sde, sampler, options, teacher, fit, seed)
     gits = gits_grid(model, sde, teacher, steps, fit, dp_points) if steps > 1 else default
     starts = {"default": default, "gits": gits, "edm": time_grid(sde, steps, "edm")}
@@ -278,7 +320,8 @@ def tune_grid(model: Model, sde: SDE, sampler: str, nfe: int, *,
     if held.stop > held.start:
         check = _Objective(model, sde, sampler, options, teacher, held, seed)
         info["held_out"] = {"default": check(default), "gits": check(gits), "tuned": check(tuned)}
-    return TunedGrid(sampler, options, sde.config(), int(used), tuned.tolist(), info)
+    key = guidance_key(teacher.labels, teacher.guidance)
+    return TunedGrid(sampler, options, sde.config(), int(used), tuned.tolist(), info, key)
 
 
 __all__ = ["Teacher", "endpoint_error", "gits_grid", "refine", "teacher_trajectories",

@@ -240,6 +240,21 @@ def dynamic_threshold(x0: Tensor, p: float, max_value: float = 1.0) -> Tensor:
     return torch.maximum(torch.minimum(x0, s), -s) * (max_value / s)
 
 
+def guidance_scale(model: Model, cond: Tensor | int | None = None,
+                   guidance: float | Guidance | None = None) -> float | None:
+    """The guidance scale ``w`` a sampler will see: ``guidance`` (or its ``.scale``), 1 for
+    labels alone, the scale of a model guided already (:class:`Guided`), ``None`` unguided."""
+    if isinstance(guidance, Guidance):
+        return float(guidance.scale)
+    if guidance is not None:
+        return float(guidance)
+    if cond is not None:
+        return 1.0
+    if isinstance(model, Guided) and model.labels is not None:
+        return float(model.guidance.scale)
+    return None
+
+
 def guide(model: Model, cond: Tensor | int | None = None, guidance: float | Guidance | None = None,
           *, classifier: Classifier | None = None, interval: tuple[float, float] | None = None,
           threshold: float | None = None, batch: int | None = None) -> Model:
@@ -261,5 +276,13 @@ def guide(model: Model, cond: Tensor | int | None = None, guidance: float | Guid
     return Guided(model, labels, g, batch)
 
 
-__all__ = ["Classifier", "Guidance", "Guided", "check_labels", "dynamic_threshold", "guide",
-           "num_classes"]
+__all__ = [
+    "Classifier",
+    "Guidance",
+    "Guided",
+    "check_labels",
+    "dynamic_threshold",
+    "guidance_scale",
+    "guide",
+    "num_classes",
+]

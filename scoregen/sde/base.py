@@ -102,16 +102,22 @@ class SDE:
         T: final time of the forward process; the prior lives there.
         t_min: smallest time samplers integrate to and training samples (the model is never
             asked for ``t < t_min``); the valid time range of the process is ``[0, T]``.
-        default_spacing: the time grid ``spacing="auto"`` picks for this process. Uniform in
-            log-SNR for every scalar kernel shipped: the best of edm/logsnr/uniform at 5-50 NFE
-            on VP and VE in ``experiments/fast_samplers_sweep.py`` (docs/fast-samplers.md); a
-            new SDE sets its own (a process without log-SNR a spacing in ``t``).
+        default_spacing: the time grid ``spacing="auto"`` picks for this process:
+            ``"data"`` (uniform in log-SNR where the data is resolved, geometric above; see
+            :mod:`scoregen.sampling.grid`) for every scalar kernel shipped, never worse than
+            uniform in log-SNR on the cells of ``experiments/default_grid.py``
+            (docs/fast-samplers.md); a new SDE sets its own (a process without log-SNR a
+            spacing in ``t``).
+        default_sampler: the sampler ``sampler="auto"`` takes where the recommended one
+            (:mod:`scoregen.sampling.recommend`, for scalar kernels) does not run on the
+            process: Euler–Maruyama on the reverse SDE runs on every process.
         default_objective: the training objective ``objective: {name: auto}`` picks
             (:mod:`scoregen.training.objectives`).
     """
 
     name: str = "sde"
-    default_spacing: str = "logsnr"
+    default_spacing: str = "data"
+    default_sampler: str = "euler_maruyama"
     capabilities: frozenset[str] = frozenset({SCALAR_KERNEL, DIAGONAL_KERNEL, FINITE_TERMINAL_SNR})
     default_objective: str = "dsm"
 

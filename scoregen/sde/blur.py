@@ -62,6 +62,7 @@ class BlurSDE(SDE):
 
     capabilities = frozenset({DIAGONAL_KERNEL, FINITE_TERMINAL_SNR})
     default_spacing = "uniform"
+    default_sampler = "ddim"
 
     def __init__(self, sigma_blur_max: float = 20.0, min_scale: float = 0.001,
                  logsnr_min: float = -10.0, logsnr_max: float = 10.0, T: float = 1.0,

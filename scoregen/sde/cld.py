@@ -70,6 +70,7 @@ class CLDSDE(SDE):
     # uniform in log t: the velocity kernel's variance grows like t, so the reverse SDE is stiff
     # like 1/t near 0 and steps proportional to t keep Euler-type steps stable at any count
     default_spacing = "log"
+    default_sampler = "sscs"
     default_objective = "hsm"
 
     def __init__(self, beta0: float = 4.0, beta1: float = 0.0, mass: float = 0.25,

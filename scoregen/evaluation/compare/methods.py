@@ -8,6 +8,7 @@ step count whose counted NFE is the largest one within it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,16 +86,20 @@ def tolerance_options(name: str, tolerance: float) -> dict[str, float]:
 def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
                      options: dict[str, dict[str, Any]] | None = None,
                      grids: Any = None) -> list[Method]:
-    """Every registered sampler (or ``names``) as a :class:`Method` on a ``spacing`` grid
-    (``spacing="tuned"``: the grids fitted to the model, ``grids``, see
-    :mod:`scoregen.sampling.tuned_grids`)."""
+    """``auto`` (the sampler :func:`scoregen.sample` picks by default for the budget and the
+    guidance, :mod:`scoregen.sampling.recommend`) and every registered sampler (or ``names``)
+    as a :class:`Method` on a ``spacing`` grid (``spacing="tuned"``: the grids fitted to the
+    model, ``grids``, see :mod:`scoregen.sampling.tuned_grids`)."""
     from scoregen import samplers
     from scoregen.sampling.api import grid_for, sample
     from scoregen.sampling.nfe_budget import steps_for_budget
+    from scoregen.sampling.recommend import AUTO
 
     methods = []
-    for name in names or samplers.list():
-        meta = samplers.meta(name)  # raises a KeyError listing the known samplers
+    for name in names or [AUTO, *samplers.list()]:
+        # auto resolves to a one-evaluation-per-step sampler for every step count
+        meta = ({"nfe_per_step": 1, "stochastic": False} if name == AUTO
+                else samplers.meta(name))  # raises a KeyError listing the known samplers
         opts = dict((options or {}).get(name, {}))
 
         def draw(model, sde, x_T, setting, seed, seeds=None, _name=name, _opts=opts):
@@ -111,14 +116,18 @@ def scoregen_methods(names: Sequence[str] | None = None, spacing: str = "auto",
             return res.x, res.nfe
 
         def steps_for(sde, state_shape, budget, _name=name, _opts=opts):
+            dim = math.prod(state_shape)
             return steps_for_budget(
-                _name, sde, budget, lambda k: grid_for(_name, sde, k, spacing, True, grids, _opts),
+                _name, sde, budget,
+                lambda k: grid_for(_name, sde, k, spacing, True, grids, _opts, dim=dim),
                 state_shape, _opts)
 
-        adaptive = meta["nfe_per_step"] is None
+        # planned without the network where the grid is a formula of the SDE; auto and tuned
+        # grids (whose choice depends on the budget and the guidance) by counting a run
+        by_formula = meta["nfe_per_step"] is not None and name != AUTO and spacing != "tuned"
         methods.append(Method(name, "scoregen", meta["nfe_per_step"], meta["stochastic"], draw,
                               tuple(meta.get("tolerances", DEFAULT_TOLERANCES)), True,
-                              None if adaptive else steps_for))
+                              steps_for if by_formula else None))
     return methods
 
 

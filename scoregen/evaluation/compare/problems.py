@@ -20,12 +20,14 @@ import torch
 from torch import Tensor
 
 from scoregen.infra.npz import check_finite, open_npz, pick_key, read_array
-from scoregen.models.analytic import GaussianMixture, LinearPosterior, preset
+from scoregen.models.analytic import GaussianMixture, LinearPosterior, from_spec, preset
 from scoregen.models.prediction import Model
 from scoregen.sampling.inverse.base import Operator
 from scoregen.sampling.inverse.operators import operator
 from scoregen.sampling.noise import NoiseSource, seeds_for
 from scoregen.sde.base import SDE
+from scoregen.sde.spec import describe
+from scoregen.sde.spec import from_spec as sde_from_spec
 
 MIXTURE_METRICS = ("swd", "nll_gap", "mode_tv")
 GUIDED_METRICS = ("endpoint", "class_acc", "swd")
@@ -70,14 +72,13 @@ class Problem:
 
 def oracle_problem(name: str = "ring8", sde: str | SDE = "vp", n: int = 2000, seed: int = 0,
                    dtype: torch.dtype = torch.float64) -> Problem:
-    """The exact mixture ``name`` (see :func:`scoregen.models.analytic.preset`) under ``sde``."""
-    from scoregen import sde as sde_lib
-
-    mixture = preset(name)
-    process = sde_lib.get(sde) if isinstance(sde, str) else sde
+    """The exact mixture ``name`` under ``sde``; both may carry parameters
+    (``ring8:classes=2``, ``ve:sigma_min=0.002,sigma_max=80``; see
+    :func:`scoregen.models.analytic.from_spec` and :func:`scoregen.sde.spec.from_spec`)."""
+    mixture, process = from_spec(name), sde_from_spec(sde)
     g = torch.Generator().manual_seed(10_000 + seed)
     ref, floor = mixture.sample(n, g), mixture.sample(n, g)
-    return Problem(f"{name} (exact oracle, {process.name})", mixture.model(process), process,
+    return Problem(f"{name} (exact oracle, {describe(process)})", mixture.model(process), process,
                    mixture.shape, ref.to(dtype), floor.to(dtype), mixture, dtype)
 
 
@@ -86,20 +87,20 @@ def guided_problem(name: str = "ring8", sde: str | SDE = "vp", scale: float = 1.
                    rtol: float = 1e-10) -> Problem:
     """Classifier-free guidance at ``scale`` on the exact class-conditional oracle.
 
-    Sample ``k`` asks for class ``k mod C`` (each component of the preset is a class). The
+    Sample ``k`` asks for class ``k mod C`` (component ``j`` is class ``j`` unless the preset
+    says otherwise, e.g. ``ring8:classes=2``). The
     reference is a high-accuracy solve of the guided probability-flow ODE from the same
-    ``x_T`` (dopri5 at ``rtol = atol = rtol`` in float64), so ``endpoint`` (RMS distance per
-    sample to its own reference endpoint) isolates each method's solver error; ``class_acc``
+    ``x_T`` (dopri5 at ``rtol = atol = rtol`` in float64), so ``endpoint`` (the mean over
+    samples of the L2 distance to their own reference endpoints) isolates each method's
+    solver error; ``class_acc``
     is the exact Bayes classifier's accuracy on the requested class and ``swd`` the sliced
     Wasserstein distance to the reference endpoints. Every method, peers included, sees the
     same guided model (:class:`scoregen.sampling.guidance.Guided`).
     """
-    from scoregen import sde as sde_lib
     from scoregen.sampling.api import sample
     from scoregen.sampling.guidance import guide
 
-    mixture = preset(name)
-    process = sde_lib.get(sde) if isinstance(sde, str) else sde
+    mixture, process = from_spec(name), sde_from_spec(sde)
     labels = torch.arange(n) % mixture.num_classes
     oracle = mixture.model(process)
     model = guide(oracle, labels, float(scale))
@@ -107,13 +108,14 @@ def guided_problem(name: str = "ring8", sde: str | SDE = "vp", scale: float = 1.
     x_T = process.prior_from_normal(noise.draw(0))
     ref = sample(model, process, x_T, "ode_dopri5", None, ts=adaptive_grid(process),
                  rtol=rtol, atol=rtol).x
-    return Problem(f"{name} (exact oracle, {process.name}, CFG scale {scale:g})", model,
+    return Problem(f"{name} (exact oracle, {describe(process)}, CFG scale {scale:g})", model,
                    process, mixture.shape, ref.to(dtype), None, mixture, dtype,
-                   labels=labels, endpoint_reference=ref.to(dtype), plan_model=oracle)
+                   labels=labels, endpoint_reference=ref.to(dtype),
+                   plan_model=guide(oracle, labels[:1], float(scale)))
 
 
 def checkpoint_problem(path: str | Path, n: int = 2000, *, reference: str | Path | None = None,
-                       sde: str | None = None, ema: bool = True,
+                       sde: str | SDE | None = None, ema: bool = True,
                        device: str | torch.device = "cpu") -> Problem:
     """A trained model on the run's dataset (see :func:`model_problem`)."""
     from scoregen.training.checkpoint import load_model, read_checkpoint
@@ -132,7 +134,7 @@ def checkpoint_problem(path: str | Path, n: int = 2000, *, reference: str | Path
 
 def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: str,
                   dataset: str | None = None, data_options: dict[str, Any] | None = None,
-                  reference: str | Path | None = None, sde: str | None = None,
+                  reference: str | Path | None = None, sde: str | SDE | None = None,
                   device: str | torch.device = "cpu") -> Problem:
     """Any model (a trained run, an adapter, ``--model module:function``); reference samples
     from ``reference`` (an ``.npz``; array ``x`` or its only array, finite) or else the test
@@ -142,11 +144,10 @@ def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: 
     images)."""
     import numpy as np
 
-    from scoregen import sde as sde_lib
     from scoregen.data import load_dataset
     from scoregen.models.prediction import retarget
 
-    process = sde_lib.get(sde) if sde else model.sde
+    process = sde_from_spec(sde) if sde else model.sde
     options = dict(data_options or {})
     mixture = None
     if reference is not None:
@@ -170,7 +171,7 @@ def model_problem(model: Model, n: int = 2000, *, shape: tuple[int, ...], name: 
     floor = data[n:2 * n] if len(data) >= 2 * n else None
     if floor is None and reference is None:  # a small test split: real train data as the floor
         floor = load_dataset(dataset, "train", **options)[:n].to(torch.float32)
-    return Problem(f"{name} ({process.name})", retarget(model, process), process, tuple(shape),
+    return Problem(f"{name} ({describe(process)})", retarget(model, process), process, tuple(shape),
                    ref, floor, mixture, torch.float32, device)
 
 

@@ -55,7 +55,7 @@ def guidance_summary(comps: dict[float, Comparison]) -> str:
     title = first.problem["name"].split(", CFG scale")[0] + ")"
     lines = [f"# Guided sampling on the exact oracle: {title}", "",
              "Classifier-free guidance, scale w (0 unconditional, 1 conditional). Each cell: "
-             "RMS endpoint error against a dopri5 solve of the guided PF-ODE at rtol 1e-10 "
+             "mean L2 endpoint error against a dopri5 solve of the guided PF-ODE at rtol 1e-10 "
              "from the same x_T (class accuracy of the exact classifier in parentheses). "
              "NFE counts guided calls; each is one network call on a doubled batch.", ""]
     budgets = [b for b in first.settings["budgets"]
