@@ -26,6 +26,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from scoregen.evaluation.image_stats import brightness, held_out, measure
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.training.checkpoint import load_model, read_checkpoint
 
 
@@ -40,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("brightness.md", "brightness.json", "brightness.png"):
+        outputs.check_target(out / name, what="--out")
 
     rows, hists, data = [], {}, None
     for spec in args.runs:
@@ -68,8 +71,8 @@ def main() -> None:
     for r in rows:
         vals = " | ".join("" if c not in r else f"{r[c]:.4g}" for c in cols)
         lines.append(f"| {r['run']} | {r.get('step', '')} | {r.get('spacing', '')} | {vals} |")
-    (out / "brightness.md").write_text("\n".join(lines) + "\n")
-    (out / "brightness.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / "brightness.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "brightness.json", json.dumps(rows, indent=1))
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = torch.linspace(-1, 1, 81)
     for label, m in hists.items():
@@ -80,7 +83,7 @@ def main() -> None:
     ax.set_title(f"mean brightness of samples ({args.sampler}, {args.nfe} NFE) and data")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "brightness.png", dpi=120)
+    save_figure(fig, out / "brightness.png", dpi=120)
     print("\n".join(lines))
 
 

@@ -26,6 +26,8 @@ import torch
 
 import scoregen
 from scoregen.evaluation.reference import pf_ode_endpoint
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models.analytic import from_spec
 from scoregen.sampling.grid import time_grid
 from scoregen.sampling.noise import NoiseSource, seeds_for
@@ -124,8 +126,7 @@ def plot(results: dict[str, dict[str, float]], budgets: list[int], path: Path) -
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,15 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for suffix in ("md", "png") if args.report_only else ("md", "png", "json"):
+        outputs.check_target(out / f"default_grid.{suffix}", what="--out")
     results = json.loads((out / "default_grid.json").read_text()) if args.report_only else {}
     for preset in args.presets if not args.report_only else ():
         for sde_key in args.sdes:
             results[f"{preset}|{sde_key}"] = run(preset, sde_key, args.budgets, args.starts)
             print(f"{preset} {sde_key} done", flush=True)
-            (out / "default_grid.json").write_text(json.dumps(results, indent=1))
+            outputs.write_text(out / "default_grid.json", json.dumps(results, indent=1))
     text = report(results, args.budgets)
-    (out / "default_grid.md").write_text(text)
+    outputs.write_text(out / "default_grid.md", text)
     plot(results, args.budgets, out / "default_grid.png")
     print(text)
     print(f"wrote {out / 'default_grid.md'}, .json and .png")

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from scoregen.cli import main
+from scoregen.infra import outputs
 
 BUDGETS = (1, 2, 4, 8, 10)
 CONVERGED_NFE = 200
@@ -53,8 +54,8 @@ def _run(argv: list[str], log: Path) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         rc = main(argv)
-    with open(log, "a") as fh:
-        fh.write(f"$ scoregen {' '.join(argv)}\n{out.getvalue()}\n")
+    old = log.read_text() if log.exists() else ""
+    outputs.write_text(log, f"{old}$ scoregen {' '.join(argv)}\n{out.getvalue()}\n")
     if rc:
         raise SystemExit(f"scoregen {' '.join(argv)} failed (see {log})")
 
@@ -72,8 +73,9 @@ def main_() -> None:
                          f"experiments/train_digits.py --threads 1 --out {args.teacher}`")
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
+    for path in (log, out / "summary.md"):
+        outputs.check_target(path, what="--out")
     methods = [m for m in args.methods.split(",") if m]
     for method in methods:
         if not (out / method / "student.json").is_file():
@@ -129,7 +131,7 @@ def main_() -> None:
         lines.append(f"| {method} | {', '.join(map(str, offered))}{' and any' if rule else ''} | "
                      f"{total['teacher_rows']:.3g} | {total['steps']:.0f} | "
                      f"{total['cpu_seconds']:.0f} | {total['seconds']:.0f} |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    outputs.write_text(out / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

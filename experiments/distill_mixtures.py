@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from scoregen.cli import main
+from scoregen.infra import outputs
 
 BUDGETS = (1, 2, 4, 5, 8, 10)
 TUNED = ("unipc", "dpm_solver++", "ipndm")
@@ -54,8 +55,8 @@ def _run(argv: list[str], log: Path) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         rc = main(argv)
-    with open(log, "a") as fh:
-        fh.write(f"$ scoregen {' '.join(argv)}\n{out.getvalue()}\n")
+    old = log.read_text() if log.exists() else ""
+    outputs.write_text(log, f"{old}$ scoregen {' '.join(argv)}\n{out.getvalue()}\n")
     if rc:
         raise SystemExit(f"scoregen {' '.join(argv)} failed (see {log})")
 
@@ -125,7 +126,6 @@ def summarize(preset: str, out: Path, cpu_limit: str) -> list[str]:
 
 
 def run_preset(preset: str, out: Path, cpu_limit: str, n: int) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     for method, options in STUDENTS.items():
         if not (out / method / "student.json").is_file():
@@ -153,17 +153,20 @@ def main_() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
+    presets = [p for p in args.presets.split(",") if p]
+    for path in [out / "summary.md", *(out / p / "log.txt" for p in presets)]:
+        outputs.check_target(path, what="--out")
     lines = ["# Few-step students of the exact mixture teacher", "",
              f"Machine: {platform.machine()} {platform.system()}, torch {torch.__version__}, "
              "one thread; shared with other work, so each student's budget is CPU time "
              f"(`--cpu-limit {args.cpu_limit}`). Tables and plots of each preset: "
              "`OUT/<preset>/compare/`.", ""]
-    for preset in [p for p in args.presets.split(",") if p]:
+    for preset in presets:
         run_preset(preset, out / preset, args.cpu_limit, args.n)
     for folder in sorted(out.iterdir()):  # every preset done so far, this call's or earlier
         if (folder / "compare_tuned5" / "results.json").is_file():
             lines += summarize(folder.name, folder, args.cpu_limit)
-    (out / "summary.md").write_text("\n".join(lines))
+    outputs.write_text(out / "summary.md", "\n".join(lines))
     print("\n".join(lines))
 
 

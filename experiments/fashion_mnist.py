@@ -26,7 +26,8 @@ import torch
 from scoregen.data import load_dataset
 from scoregen.evaluation.fashion_classifier import accuracy, frechet_fashion, get_classifier
 from scoregen.evaluation.image_stats import brightness, measure
-from scoregen.infra.plotting import save_samples
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure, save_samples
 from scoregen.sampling.api import sample
 from scoregen.training.checkpoint import load_model, read_checkpoint
 
@@ -42,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("samples.png", "fashion.md", "fashion.json", "fd_vs_nfe.png"):
+        outputs.check_target(out / name, what="--out")
 
     start = time.perf_counter()
     net = get_classifier(progress=True)
@@ -82,8 +84,8 @@ def main() -> None:
             r = next(r for r in rows if r["sampler"] == sampler and r["budget"] == b)
             cells.append(f"{r['fd']:.2f}" + ("" if r["nfe"] == b else f" ({r['nfe']})"))
         lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
-    (out / "fashion.md").write_text("\n".join(lines) + "\n")
-    (out / "fashion.json").write_text(json.dumps(summary, indent=1))
+    outputs.write_text(out / "fashion.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "fashion.json", json.dumps(summary, indent=1))
     fig, ax = plt.subplots(figsize=(6, 4))
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         pts = [(r["nfe"], r["fd"]) for r in rows if r["sampler"] == sampler]
@@ -95,7 +97,7 @@ def main() -> None:
     ax.set_title(f"Fashion-MNIST U-Net, {ckpt.step} training steps")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "fd_vs_nfe.png", dpi=120)
+    save_figure(fig, out / "fd_vs_nfe.png", dpi=120)
     print("\n".join(lines))
 
 

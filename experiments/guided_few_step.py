@@ -41,6 +41,8 @@ import torch
 import scoregen
 from scoregen.evaluation import compare, peers
 from scoregen.evaluation.compare import Method
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models.analytic import from_spec
 from scoregen.sampling.grid_tuning import teacher_trajectories, tune_grid
 from scoregen.sampling.recommend import recommend
@@ -214,8 +216,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].set_ylabel("endpoint error", fontsize=8)
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -236,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "results.md", "guided_few_step.png"):
+        outputs.check_target(out / name, what="--out")
     results = []
     for path in args.combine or ():
         results += json.loads(Path(path).read_text())
@@ -245,11 +247,11 @@ def main(argv: list[str] | None = None) -> None:
             results.append(run(spec, args.sde, w, args.budgets, args.tune_budgets, args.n,
                                args.teacher_n, args.max_evals))
             print(f"{spec} w={w:g}: {results[-1]['seconds']} s", flush=True)
-            (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+            outputs.write_text(out / "results.json", json.dumps(results, indent=1))
+    outputs.write_text(out / "results.json", json.dumps(results, indent=1))
     text = (f"# Guided sampling at few steps ({args.sde}, {args.n} samples per cell)\n\n"
             + summary(results, args.budgets) + "\n" + details(results, args.budgets))
-    (out / "results.md").write_text(text)
+    outputs.write_text(out / "results.md", text)
     plot(results, out / "guided_few_step.png")
     print(summary(results, args.budgets))
     print(f"wrote {out / 'results.md'}, results.json and guided_few_step.png")

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from scoregen import samplers
 from scoregen import sde as sde_lib
 from scoregen.evaluation import metrics
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models import analytic
 from scoregen.sampling.inpaint import inpaint, region_mask
 
@@ -42,7 +44,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/inpaint_default")
     args = parser.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("table.md", "results.json", "nll_gap.png"):
+        outputs.check_target(out / name, what="--out")
     mix, sde = analytic.preset("mix64"), sde_lib.get("vp")
     known = ~region_mask("right-half", mix.shape)
     g = torch.Generator().manual_seed(0)
@@ -82,8 +85,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['sampler']} | {r['mode']} | {r['nfe']} | {r['swd']:.4f} | "
               f"{r['nll_gap']:.3f} | {r['weight_tv']:.3f} | {r['seconds']:.3g} |" for r in rows]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / "table.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "results.json", json.dumps(rows, indent=1))
     names = [n for n in samplers.list()]
     fig, ax = plt.subplots(figsize=(9, 3.8))
     for j, mode in enumerate(MODES):
@@ -99,8 +102,7 @@ def main() -> None:
            title="mix64, second half unknown: inpainting by sampler")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "nll_gap.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "nll_gap.png", dpi=110)
     print("\n".join(lines))
 
 

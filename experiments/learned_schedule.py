@@ -30,6 +30,7 @@ import torch
 from scoregen.data import load_dataset
 from scoregen.evaluation.bound import variational_bound
 from scoregen.evaluation.dequantize import Quantization, uniform_from_normal
+from scoregen.infra import outputs
 from scoregen.sampling.noise import NoiseSource
 from scoregen.training.checkpoint import load_model
 from scoregen.training.objectives import random_batch
@@ -89,6 +90,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=64, help="draws of (t, eps) per example")
     parser.add_argument("--out", default="runs/learned_schedule")
     args = parser.parse_args()
+    out = Path(args.out)
+    for name in ("learned_schedule.json", "learned_schedule.md", "schedules.png"):
+        outputs.check_target(out / name, what="--out")
     torch.manual_seed(0)
     test = load_dataset("digits", "test").to(torch.float64)
     quant = Quantization(LEVELS)
@@ -97,9 +101,7 @@ def main() -> None:
     x = quant.dequantize(test, u)
     rows = {"learned (vdm)": study(args.vdm, x, args.repeats),
             "fixed (vp)": study(args.vp, x, args.repeats)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "learned_schedule.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / "learned_schedule.json", json.dumps(rows, indent=1))
     lines = ["| schedule | bound (bits/dim) | VDM loss, t uniform (bits/dim) | variance per "
              "example | variance of a batch mean (128, low-discrepancy t) | gamma(t_min) | "
              "gamma(T) |", "|---|---|---|---|---|---|---|"]
@@ -109,7 +111,7 @@ def main() -> None:
                      f"{r['vdm_loss_bpd']:.3f} | {r['per_example_var_bpd2']:.4g} | "
                      f"{r['batch_mean_var_bpd2']:.4g} | {g[0]:.2f} | {g[-1]:.2f} |")
     text = "\n".join(lines) + "\n"
-    (out / "learned_schedule.md").write_text(text)
+    outputs.write_text(out / "learned_schedule.md", text)
     print(text)
     import matplotlib
 
@@ -123,7 +125,8 @@ def main() -> None:
     ax.set_ylabel("gamma(t) = log(sigma^2 / alpha^2)")
     ax.set_title("noise schedules of the digits models")
     ax.legend()
-    fig.savefig(out / "schedules.png", dpi=120, bbox_inches="tight")
+    with outputs.replacing(out / "schedules.png", what="--out") as (tmp,):
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")  # save_figure has no bbox_inches
     plt.close(fig)
     print(f"wrote {out / 'learned_schedule.md'} and {out / 'schedules.png'}")
 

@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from scoregen.data.digits import digits_with_labels
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.models.prediction import predict_pair
 from scoregen.training.checkpoint import load_model, read_checkpoint
 
@@ -40,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    name = "eps_error_by_logsnr" + ("_grid" if args.no_dequantize else "")
+    for suffix in (".md", ".json", ".png"):
+        outputs.check_target(out / f"{name}{suffix}", what="--out")
 
     x, _ = digits_with_labels("test")
     g = torch.Generator().manual_seed(0)
@@ -79,11 +83,10 @@ def main() -> None:
             f"{r['eps_mse'][i]:.4f} ({r['bits_per_dim'][i]:.3f})" for r in rows) + " |")
     lines.append("| sum (bits/dim) | " + " | ".join(f"{r['total_bits_per_dim']:.3f}"
                                                     for r in rows) + " |")
-    name = "eps_error_by_logsnr" + ("_grid" if args.no_dequantize else "")
     if args.no_dequantize:
         lines[0] = lines[0].replace("dequantized test digits", "test digits on the 17-level grid")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    outputs.write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / f"{name}.json", json.dumps(rows, indent=1))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in rows:
         ax.plot(r["lambda"], r["eps_mse"], "o-", label=r["label"])
@@ -93,7 +96,7 @@ def main() -> None:
     ax.set_title("digits: eps error by noise level (the bound weights it uniformly)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=120)
+    save_figure(fig, out / f"{name}.png", dpi=120)
     print("\n".join(lines))
 
 

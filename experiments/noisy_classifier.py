@@ -25,7 +25,8 @@ import torch
 
 from scoregen.data.digits import digits_with_labels
 from scoregen.evaluation.digits_classifier import digits_quality, get_classifier
-from scoregen.infra.plotting import image_grid
+from scoregen.infra import outputs
+from scoregen.infra.plotting import image_grid, save_figure
 from scoregen.sampling.api import sample
 from scoregen.sampling.grid import time_grid
 from scoregen.training.checkpoint import load_classifier, load_model
@@ -48,7 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("noisy_classifier.md", "noisy_classifier.json", "accuracy_vs_logsnr.png",
+                 "guided_grid.png"):
+        outputs.check_target(out / name, what="--out")
 
     clf = load_classifier(args.classifier)
     sde = clf.sde
@@ -89,9 +92,9 @@ def main() -> None:
               "", "| w | accuracy | FD | NFE |", "|---|---|---|---|"]
     lines += [f"| {r['guidance']:g} | {r['accuracy']:.3f} | {r['fd']:.2f} | {r['nfe']} |"
               for r in guided]
-    (out / "noisy_classifier.md").write_text("\n".join(lines) + "\n")
-    (out / "noisy_classifier.json").write_text(json.dumps({"accuracy": acc_rows,
-                                                           "guidance": guided}, indent=1))
+    outputs.write_text(out / "noisy_classifier.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "noisy_classifier.json", json.dumps({"accuracy": acc_rows,
+                                                                  "guidance": guided}, indent=1))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["log_snr"] for r in acc_rows], [r["accuracy"] for r in acc_rows], "o-")
     ax.axhline(0.1, linestyle=":", color="gray", label="chance")
@@ -100,7 +103,7 @@ def main() -> None:
     ax.set_title("noise-conditional digits classifier")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_logsnr.png", dpi=120)
+    save_figure(fig, out / "accuracy_vs_logsnr.png", dpi=120)
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
     for ax, panel, w in zip(list(axes) if len(panels) > 1 else [axes], panels, args.guidance,
                             strict=True):
@@ -109,7 +112,7 @@ def main() -> None:
         ax.axis("off")
     fig.suptitle("classifier guidance, one row per class 0..9")
     fig.tight_layout()
-    fig.savefig(out / "guided_grid.png", dpi=120)
+    save_figure(fig, out / "guided_grid.png", dpi=120)
     print("\n".join(lines))
 
 

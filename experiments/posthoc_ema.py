@@ -24,6 +24,8 @@ import torch
 from scoregen.data import load_dataset
 from scoregen.evaluation.image_stats import held_out, measure
 from scoregen.evaluation.metrics import METRICS
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 from scoregen.training.checkpoint import load_model
 from scoregen.training.posthoc_ema import write_reconstruction
 
@@ -46,7 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    for name in ("posthoc_ema.md", "posthoc_ema.json", "posthoc_ema.png"):
+        outputs.check_target(out / name, what="--out")
     run = Path(args.run)
     ref = held_out("digits")
     ckpt = run / "checkpoints" / f"step_{args.step:06d}"
@@ -75,8 +78,9 @@ def main() -> None:
         gamma = f"{r['gamma']:.2f}" if "gamma" in r else ""
         fit = "" if r["fit_error"] is None else f"{r['fit_error']:.1e}"
         lines.append(f"| {r['weights']} | {sr} | {gamma} | {fit} | {r['fd']:.3f} |")
-    (out / "posthoc_ema.md").write_text("\n".join(lines) + "\n")
-    (out / "posthoc_ema.json").write_text(json.dumps({"floor": floor, "rows": rows}, indent=1))
+    outputs.write_text(out / "posthoc_ema.md", "\n".join(lines) + "\n")
+    outputs.write_text(out / "posthoc_ema.json", json.dumps({"floor": floor, "rows": rows},
+                                                            indent=1))
     fig, ax = plt.subplots(figsize=(6, 4))
     post = [r for r in rows if r["sigma_rel"] is not None]
     ax.plot([r["sigma_rel"] for r in post], [r["fd"] for r in post], "o-",
@@ -91,7 +95,7 @@ def main() -> None:
     ax.set_title(f"digits U-Net at step {args.step}: EMA width chosen after training")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "posthoc_ema.png", dpi=120)
+    save_figure(fig, out / "posthoc_ema.png", dpi=120)
     print("\n".join(lines))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from scoregen import samplers
 from scoregen.evaluation import compare
+from scoregen.infra import outputs
 
 SAMPLERS = {
     "vp": ("ddim", "dpm_solver++", "unipc", "ancestral", "euler_maruyama"),
@@ -39,11 +40,14 @@ def main() -> None:
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     out = Path(args.out)
+    runs = [item.split(":") for item in args.runs.split(",")]
+    outputs.check_target(out / "summary.md", what="--out")
+    for name, _ in runs:
+        compare.check_outputs(out / name, compare.shown_budget(budgets))
     lines = ["| process | " + " | ".join(f"best at {b} NFE: fd_digits (swd)" for b in budgets)
              + " |", "|---|" + "---|" * len(budgets)]
     floors = {}
-    for item in args.runs.split(","):
-        name, path = item.split(":")
+    for name, path in runs:
         problem = compare.checkpoint_problem(path, args.n)
         names = [s for s in SAMPLERS[problem.sde.name] if not samplers.missing(s, problem.sde)]
         comp = compare.run_comparison(problem, compare.scoregen_methods(names), budgets,
@@ -60,8 +64,7 @@ def main() -> None:
         print(lines[-1], flush=True)
     text = "\n".join(lines) + (f"\n\nNoise floor: fd_digits {floors.get('fd_digits', 0):.2f}, "
                                f"swd {floors.get('swd', 0):.4f}.\n")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(text)
+    outputs.write_text(out / "summary.md", text)
     print(text)
 
 

@@ -23,6 +23,8 @@ import torch
 
 from scoregen import samplers
 from scoregen.evaluation import compare
+from scoregen.infra import outputs
+from scoregen.infra.plotting import save_figure
 
 PROBLEMS = (("cld", "ring8"), ("vp", "ring8"), ("cld", "mix64"), ("vp", "mix64"),
             ("blur", "mix8x8"))
@@ -39,9 +41,13 @@ def main() -> None:
     args = parser.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     out = Path(args.out)
+    problems = [item.split(":") for item in args.problems.split(",")]
+    for name in ("summary.md", "summary.json", "summary.png"):
+        outputs.check_target(out / name, what="--out")
+    for sde_name, preset in problems:
+        compare.check_outputs(out / f"{sde_name}_{preset}", compare.shown_budget(budgets))
     best: dict[tuple[str, str], dict[int, tuple[str, float, float]]] = {}
-    for item in args.problems.split(","):
-        sde_name, preset = item.split(":")
+    for sde_name, preset in problems:
         problem = compare.oracle_problem(preset, sde_name, args.n, 0, torch.float64)
         names = list(VP_SAMPLERS) if sde_name == "vp" else samplers.applicable(problem.sde)
         comp = compare.run_comparison(problem, compare.scoregen_methods(names), budgets,
@@ -64,9 +70,8 @@ def main() -> None:
         cells = [f"{rows[b][2]:.2f}x ({rows[b][0]})" if b in rows else "" for b in budgets]
         lines.append(f"| {preset} | {sde_name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(
+    outputs.write_text(out / "summary.md", text)
+    outputs.write_text(out / "summary.json", json.dumps(
         {f"{s}:{p}": {str(b): v for b, v in rows.items()} for (s, p), rows in best.items()},
         indent=1))
     _plot(best, budgets, out / "summary.png")
@@ -95,8 +100,7 @@ def _plot(best: dict, budgets: list[int], path: Path) -> None:
         ax.set_title(preset)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     src = parser.add_argument_group("problem")
     src.add_argument("--preset", default="ring8", metavar="NAME[:KEY=VALUE,...]",
-                     help="oracle mixture: ring8, mix16, mix64, with parameters e.g. "
+                     help="oracle mixture: ring8, mix16, mix64, mix8x8, with parameters e.g. "
                           "ring8:classes=2 (component k in class k mod 2)")
     src.add_argument("--sde", metavar="NAME[:KEY=VALUE,...]", help="SDE with its parameters, "
                      "e.g. vp or ve:sigma_min=0.002,sigma_max=80 (oracle default: vp; for a "
