@@ -51,6 +51,13 @@ def sampler_sde_pairs(names: list[str] | None = None) -> list[tuple[str, str]]:
             if not scoregen.samplers.missing(name, sde_lib.get(sde_name))]
 
 
+def samplers_for(sde_name: str) -> list[str]:
+    """The registered samplers that run on the SDE ``sde_name`` (what it offers covers what
+    they require)."""
+    sde = sde_lib.get(sde_name)
+    return [name for name in scoregen.samplers.list() if not scoregen.samplers.missing(name, sde)]
+
+
 def takes_option(name: str, option: str) -> bool:
     """Whether sampler ``name`` has the keyword option ``option`` (e.g. ``final``)."""
     import inspect

@@ -3,12 +3,12 @@ Gaussian prior against its closed-form posterior, the particle weights, NFE and 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
+from _oracle import samplers_for
 
 import scoregen
 from scoregen import samplers
@@ -176,16 +176,16 @@ def test_particle_method_matches_the_gaussian_posterior_and_its_evidence(sigma_y
 
 
 def test_particle_weights_fall_and_resampling_restores_them():
-    """Without resampling the effective sample size only falls; with the threshold at 1 the
-    particles are resampled at every step."""
+    """Without resampling the effective sample size of the accumulated weights falls from K
+    towards 1 (the incremental weights of twisted SMC may partly cancel, so not step by step);
+    with the threshold at 1 the particles are resampled at every step."""
     prior = _gauss()
     op = MatrixOperator(torch.randn(2, 4, generator=torch.Generator().manual_seed(6),
                                     dtype=F64))
     y = op.A(prior.sample(1, torch.Generator().manual_seed(7))).expand(50, 2)
     none = solve_inverse(prior.model(VP), VP, op, y, "smc", "ancestral", 30, particles=16, ess=0)
     trace = none.info["ess"]
-    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(trace))
-    assert trace[0] <= 16 and trace[-1] < trace[0] and none.info["resampled"] == [0] * 50
+    assert trace[0] <= 16 and trace[-1] < trace[0] / 4 and none.info["resampled"] == [0] * 50
     every = solve_inverse(prior.model(VP), VP, op, y, "smc", "ancestral", 30, particles=16,
                           ess=1.0)
     assert min(every.info["resampled"]) >= 25
@@ -262,7 +262,7 @@ def test_each_method_against_the_posterior_of_a_correlated_gaussian():
 
 
 # -- one mechanism, every sampler --------------------------------------------------------------
-@pytest.mark.parametrize("name", samplers.list())
+@pytest.mark.parametrize("name", samplers_for("vp"))
 def test_every_sampler_solves_through_the_wrapper(name):
     """DDNM (prediction-level) and PiGDM (gradient) reach every sampler: finite samples, the
     measurement met exactly by DDNM, NFE counted."""

@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     seed = defaults.seed if args.seed is None else args.seed
     spacing = args.spacing or defaults.spacing
     grids = None
-    if spacing in ("tuned", "auto"):  # auto: the run's tuned grid where one fits, else the SDE's
+    if plan is None and spacing in ("tuned", "auto"):  # auto: the run's tuned grid if one fits
         from scoregen.training.checkpoint import find_checkpoint
 
         grids = args.grids or (find_checkpoint(args.path) if args.path else None)

@@ -237,7 +237,7 @@ def _grid(meth: Method, model: Model, sde: SDE, meas: Measurement, sampler: str,
     if nfe is None:
         if steps is None:
             raise ValueError("give steps, an NFE budget nfe, or an explicit time grid ts")
-        return time_grid(sde, steps, spacing)
+        return time_grid(sde, steps, spacing, dim=meas.operator.dim)
     per_step = check_plannable(sampler) * (method_opts.get("particles", 1) if meth.name == "smc"
                                            else method_opts.get("resample", 1)
                                            if meth.name == "repaint" else 1)
@@ -246,7 +246,8 @@ def _grid(meth: Method, model: Model, sde: SDE, meas: Measurement, sampler: str,
         raise ValueError("an NFE budget with one mask per sample: give steps instead")
 
     def run(k: int) -> int:
-        grid = check_grid(time_grid(sde, k, spacing), sde).to(meas.y.device)
+        grid = time_grid(sde, k, spacing, dim=meas.operator.dim)
+        grid = check_grid(grid, sde).to(meas.y.device)
         return _run(meth, guide(model, None), sde, one, sampler, grid, seeds[:1], meas.y.dtype,
                     method_opts, sampler_opts, False, False)[1]
 
@@ -254,7 +255,7 @@ def _grid(meth: Method, model: Model, sde: SDE, meas: Measurement, sampler: str,
     if planned is None:
         raise ValueError(f"no step count of {meth.name} with {sampler} fits a budget of {nfe} "
                          "NFE; give a larger nfe")
-    return time_grid(sde, planned, spacing)
+    return time_grid(sde, planned, spacing, dim=meas.operator.dim)
 
 
 __all__ = ["check_method", "renoise", "repaint", "solve_inverse", "split_options"]
