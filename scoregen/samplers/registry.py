@@ -85,9 +85,11 @@ def missing(name: str, sde: SDE) -> list[str]:
     return sorted(SAMPLERS.meta(name)["requires"] - sde.capabilities)
 
 
-def applicable(sde: SDE) -> list[str]:
-    """The registered samplers that run on ``sde``."""
-    return [name for name in SAMPLERS.list() if not missing(name, sde)]
+def applicable(sde: SDE, model: str | None = "denoiser") -> list[str]:
+    """The registered samplers that run on ``sde`` for a kind of model (``denoiser``, the
+    default; ``consistency``; ``None``: every kind)."""
+    return [name for name in SAMPLERS.list() if not missing(name, sde)
+            and (model is None or SAMPLERS.meta(name).get("model", "denoiser") == model)]
 
 
 def check_applies(name: str, sde: SDE) -> None:
