@@ -69,9 +69,16 @@ def _problem(shape: tuple[int, ...]) -> compare.Problem:
                            dtype=torch.float32)
 
 
+def _sampler_names() -> list[str]:
+    """The samplers that run on the DDPM process (every sampler, in a checkout that has no
+    samplers of other processes)."""
+    runs = getattr(samplers, "applicable", None)
+    return runs(sde.get("ddpm")) if runs is not None else samplers.list()
+
+
 def _methods() -> list[compare.Method]:
     from scoregen.evaluation import peers
-    found = compare.scoregen_methods(samplers.list())
+    found = compare.scoregen_methods(_sampler_names())
     extra, _ = peers.peer_methods(None, sde.get("ddpm"))
     return found + extra
 
@@ -164,7 +171,7 @@ def table(results: dict, mlp_us: float, label: str, batch: int) -> str:
     lines = [f"Workload {label}, batch {batch}; default MLP forward {mlp_us:.0f} us.", "",
              "| sampler | us/NFE | fastest peer counterpart (us/NFE) | ratio to peer | "
              "% of MLP forward |", "|---|---|---|---|---|"]
-    for name in samplers.list():
+    for name in _sampler_names():
         us, _ = results[name]
         peers = [(results[p][0], p) for p in COUNTERPARTS.get(name, ()) if p in results]
         if peers:

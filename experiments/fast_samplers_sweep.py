@@ -89,7 +89,7 @@ def sde_lib_samplers() -> list[str]:
     from scoregen import samplers
 
     covered = {name for name, _ in VARIANTS.values()}
-    return [n for n in samplers.list()
+    return [n for n in samplers.applicable(sde_lib.get("vp"))
             if n not in covered and samplers.meta(n)["nfe_per_step"] is not None]
 
 
