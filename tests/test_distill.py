@@ -497,3 +497,15 @@ def test_sigkill_during_a_stage_then_resume_is_bit_identical(tmp_path: Path) -> 
     same = [json.loads((tmp_path / n / "student.json").read_text())["sampling"] for n in
             ("whole", "cut")]
     assert same[0] == same[1]
+
+
+def test_a_student_of_points_beyond_two_coordinates_runs_and_plots(tmp_path: Path) -> None:
+    """mix64: the student samples 64 coordinates and its previews draw the first two."""
+    out = tmp_path / "mix64_pd"
+    _quiet(distill, "mix64", "progressive", out, sde="vp", options={"start_steps": 2},
+           overrides=TINY, steps=3, progress=False)
+    student = load_student(out)
+    res = scoregen.sample(student, student.sde, (8, 64), nfe=1)
+    assert res.x.shape == (8, 64) and torch.isfinite(res.x).all() and res.nfe == 1
+    previews = sorted(out.glob("round_*/samples/*.png"))
+    assert previews and all(p.stat().st_size > 0 for p in previews)

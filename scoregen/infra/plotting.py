@@ -47,23 +47,27 @@ def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> np.ndarray:
 
 def samples_figure(x: Tensor, title: str | None = None, reference: Tensor | None = None,
                    ncol: int | None = None) -> Figure:
-    """A figure of samples ``x``: scatter for ``(B, 2)``, grid for ``(B, C, H, W)``.
+    """A figure of samples ``x``: scatter for ``(B, D)`` points, grid for ``(B, C, H, W)``.
 
-    ``reference`` (2-D only): real data drawn faintly behind the samples. ``ncol``: images
-    per grid row (default: a square grid).
+    Points of more than two coordinates (``D > 2``, e.g. mix64) are drawn as their first two
+    coordinates, and the axes say so. ``reference`` (points only): real data drawn faintly
+    behind the samples. ``ncol``: images per grid row (default: a square grid).
     """
-    if x.ndim == 2 and x.shape[1] == 2:
+    if x.ndim == 2 and x.shape[1] >= 2:
         fig, ax = plt.subplots(figsize=(5, 5))
         if reference is not None:
             r = reference.detach().float().cpu().numpy()
             ax.scatter(r[:, 0], r[:, 1], s=2, c="0.8", label="data")
-        pts = x.detach().float().cpu().numpy()
+        pts = x.detach().float().cpu().numpy()[:, :2]
         ax.scatter(pts[:, 0], pts[:, 1], s=2, c="C0", label="samples")
         lim = max(1.1, float(np.abs(pts).max()) * 1.05) if len(pts) else 1.1
         lim = min(lim, 3.0)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
+        if x.shape[1] > 2:
+            ax.set_xlabel(f"coordinate 0 of {x.shape[1]}")
+            ax.set_ylabel(f"coordinate 1 of {x.shape[1]}")
         if reference is not None:
             ax.legend(loc="upper right", markerscale=4)
     elif x.ndim == 4:
@@ -73,7 +77,8 @@ def samples_figure(x: Tensor, title: str | None = None, reference: Tensor | None
                   interpolation="nearest")
         ax.axis("off")
     else:
-        raise ValueError(f"can plot (B, 2) points or (B, C, H, W) images, got {tuple(x.shape)}")
+        raise ValueError(f"can plot (B, D) points with D >= 2 or (B, C, H, W) images, "
+                         f"got {tuple(x.shape)}")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
