@@ -100,18 +100,12 @@ def time_grid(
     t_lo = sde.t_min if t_min is None else float(t_min)
     if not 0 < t_lo < t_hi <= sde.T:
         raise ValueError(f"need 0 < t_min < T <= {sde.T}, got t_min={t_lo}, T={t_hi}")
-    if spacing in ("logsnr", "edm", "data") and not has_log_snr(sde):
-        raise ValueError(f"spacing {spacing!r} is a formula in log-SNR, which {sde.name!r} does "
-                         f"not define (no scalar kernel); use 'uniform' or 'quadratic' ('auto' "
-                         f"is {sde.default_spacing!r} for {sde.name!r})")
     n = steps if denoise else steps + 1
     u = torch.linspace(0, 1, n, dtype=torch.float64)
     hi = torch.tensor(t_hi, dtype=torch.float64)
     lo = torch.tensor(t_lo, dtype=torch.float64)
-    if spacing in ("logsnr", "edm", "data") and not torch.isfinite(sde.log_snr(hi)):
-        raise ValueError(f"spacing {spacing!r} is uniform in a function of the log-SNR, which "
-                         f"is -inf at T on {sde!r} (zero terminal SNR); use spacing "
-                         "'trailing' (its default), 'uniform' or 'quadratic'")
+    if spacing in ("logsnr", "edm", "data"):
+        lam_hi, lam_lo = _end_log_snrs(sde, spacing, hi, lo)
     if spacing == "trailing":
         ts = hi * (1 - torch.arange(n, dtype=torch.float64) / n)
     elif n == 1:
@@ -124,7 +118,7 @@ def time_grid(
         ts = hi * (lo / hi) ** u
         ts[0], ts[-1] = hi, lo
     elif spacing == "logsnr":
-        lam = sde.log_snr(hi) + u * (sde.log_snr(lo) - sde.log_snr(hi))
+        lam = lam_hi + u * (lam_lo - lam_hi)
         ts = _times_at(sde, lam, hi, lo)
     elif spacing == "data":
         if dim is None or not dim >= 1:
@@ -132,15 +126,31 @@ def time_grid(
                              "(scoregen.sample passes it); or give another spacing")
         if not sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0, got {sigma_data!r}")
-        ts = _times_at(sde, data_log_snrs(float(sde.log_snr(hi)), float(sde.log_snr(lo)), u,
+        ts = _times_at(sde, data_log_snrs(float(lam_hi), float(lam_lo), u,
                                           -math.log(sigma_data * math.sqrt(dim))), hi, lo)
     else:  # edm
-        s_hi, s_lo = torch.exp(-sde.log_snr(hi)), torch.exp(-sde.log_snr(lo))
+        s_hi, s_lo = torch.exp(-lam_hi), torch.exp(-lam_lo)
         s = (s_hi ** (1 / rho) + u * (s_lo ** (1 / rho) - s_hi ** (1 / rho))) ** rho
         ts = _times_at(sde, -torch.log(s), hi, lo)
     if denoise:
         ts = torch.cat([ts, ts.new_zeros(1)])
     return ts
+
+
+def _end_log_snrs(sde: SDE, spacing: str, hi: Tensor, lo: Tensor) -> tuple[Tensor, Tensor]:
+    """The log-SNR at both ends of a grid in log-SNR, each computed once; a clear error where
+    the process has none or it is ``-inf`` at ``T``."""
+    try:
+        lam_hi = sde.log_snr(hi)
+    except NotImplementedError:
+        raise ValueError(f"spacing {spacing!r} is a formula in log-SNR, which {sde.name!r} does "
+                         f"not define (no scalar kernel); use 'uniform' or 'quadratic' ('auto' "
+                         f"is {sde.default_spacing!r} for {sde.name!r})") from None
+    if not torch.isfinite(lam_hi):
+        raise ValueError(f"spacing {spacing!r} is uniform in a function of the log-SNR, which "
+                         f"is -inf at T on {sde!r} (zero terminal SNR); use spacing "
+                         "'trailing' (its default), 'uniform' or 'quadratic'")
+    return lam_hi, sde.log_snr(lo)
 
 
 def has_log_snr(sde: SDE) -> bool:
