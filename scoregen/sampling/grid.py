@@ -153,15 +153,6 @@ def _end_log_snrs(sde: SDE, spacing: str, hi: Tensor, lo: Tensor) -> tuple[Tenso
     return lam_hi, sde.log_snr(lo)
 
 
-def has_log_snr(sde: SDE) -> bool:
-    """Whether ``sde`` defines ``log_snr`` (every scalar kernel; blurring: its DC frequency)."""
-    try:
-        sde.log_snr(torch.tensor(sde.T, dtype=torch.float64))
-    except NotImplementedError:
-        return False
-    return True
-
-
 def data_log_snrs(lam_T: float, lam_min: float, u: Tensor, lam_0: float) -> Tensor:
     """Log-SNRs of the ``data`` spacing at positions ``u`` in ``[0, 1]``, from ``lam_T`` (the
     noisiest) to ``lam_min``: uniform in ``m(lambda)`` (module docstring); ``lam_0`` is the
