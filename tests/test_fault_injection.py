@@ -238,16 +238,26 @@ class Zygote:
         start = time.perf_counter()
         pid = json.loads(self._line())["pid"]
         out = self.proc.stdout.fileno()
-        if kill_after is not None and not select.select([out], [], [], kill_after)[0]:
-            os.kill(pid, signal.SIGKILL)  # not reaped yet (no status line): still our child
-        while kill_when is not None and not select.select([out], [], [], 0.0005)[0]:
-            if kill_when():
-                os.kill(pid, signal.SIGKILL)
-                break
-        status = json.loads(self._line())["status"]
+        try:
+            if kill_after is not None and not select.select([out], [], [], kill_after)[0]:
+                self._kill(pid)
+            while kill_when is not None and not select.select([out], [], [], 0.0005)[0]:
+                if kill_when():
+                    self._kill(pid)
+                    break
+        finally:  # always read the status line, so the next command's lines stay in step
+            status = json.loads(self._line())["status"]
         seconds = time.perf_counter() - start
         return (-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status),
                 seconds)
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        """SIGKILL the command's child. The zygote reaps a finished child before it writes the
+        status line, so a child that finished just now may be gone already: then it finished
+        first, and its status line says how."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
